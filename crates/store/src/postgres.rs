@@ -1,0 +1,620 @@
+//! The PostgreSQL backend. Appends take a transaction-level advisory lock before they read the
+//! head, so writers in different processes commit one after another and position order is commit
+//! order. Each commit sends a `NOTIFY` that wakes subscribers in every process.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use giamsat_types::{ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamId};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, Postgres, Row, SqlSafeStr, Transaction};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::appender::{self, AppendHandle, WriteBackend, WriteTx};
+use crate::{
+    AppendResult, BackendKind, Direction, EventFilter, EventStore, Head, StoreError, StoreOptions,
+    StreamInfo, prefix_upper_bound, redact_url, validate_append,
+};
+
+const COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type, \
+     schema_version, data, metadata, recorded_at_us, prev_hash, hash";
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "events".into(),
+        MigrationType::Simple,
+        include_str!("../migrations/postgres/0001_events.sql").into_sql_str(),
+        false,
+    )])
+}
+
+/// An event store in a PostgreSQL schema.
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    appender: Mutex<Option<(AppendHandle, JoinHandle<()>)>>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+    commits: watch::Receiver<Position>,
+    options: StoreOptions,
+    schema: String,
+}
+
+/// FNV-1a: a stable 64-bit digest for the lock key and the channel name of a schema.
+fn fnv1a(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Splits a `schema=NAME` parameter off a URL (sqlx would ignore it with a warning).
+fn split_schema(url: &str) -> Result<(String, Option<String>), StoreError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut schema = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", value)) => schema = Some(value.to_owned()),
+            _ => rest.push(pair),
+        }
+    }
+    if let Some(name) = &schema {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(StoreError::InvalidUrl {
+                url: redact_url(url),
+                reason: format!(
+                    "schema {name:?} must be 1 to 63 lowercase letters, digits or underscores, not starting with a digit"
+                ),
+            });
+        }
+    }
+    let base = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((base, schema))
+}
+
+impl PostgresStore {
+    /// Connects, creates the schema named by `schema=` when given, and migrates.
+    pub async fn open(url: &str, options: StoreOptions) -> Result<PostgresStore, StoreError> {
+        let (base, schema) = split_schema(url)?;
+        let mut connect =
+            PgConnectOptions::from_str(&base).map_err(|e| StoreError::InvalidUrl {
+                url: redact_url(url),
+                reason: e.to_string(),
+            })?;
+        if let Some(schema) = &schema {
+            let mut conn = sqlx::PgConnection::connect_with(&connect)
+                .await
+                .map_err(StoreError::db("connecting to PostgreSQL"))?;
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+            )))
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::db("creating the schema"))?;
+            let _ = conn.close().await;
+            connect = connect.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(3))
+            .connect_with(connect)
+            .await
+            .map_err(StoreError::db("connecting to PostgreSQL"))?;
+
+        let current: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await
+            .map_err(StoreError::db("reading the current schema"))?;
+        let schema = current.ok_or_else(|| StoreError::InvalidUrl {
+            url: redact_url(url),
+            reason: "no schema of the search_path exists".to_owned(),
+        })?;
+
+        check_schema(&pool).await?;
+        migrator().run(&pool).await?;
+
+        let digest = fnv1a(&format!("giamsat:{schema}"));
+        let lock_key = i64::from_ne_bytes(digest.to_ne_bytes());
+        let channel = format!("giamsat_{digest:016x}");
+
+        let head = {
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(StoreError::db("reading the head"))?;
+            read_head(&mut conn).await?.0
+        };
+        let (commits_tx, commits) = watch::channel(head);
+
+        let mut listener = PgListener::connect_with(&pool)
+            .await
+            .map_err(StoreError::db("listening for commits"))?;
+        listener
+            .listen(&channel)
+            .await
+            .map_err(StoreError::db("listening for commits"))?;
+        let listener_task = tokio::spawn(listen(listener, commits_tx.clone()));
+
+        let (sender, queue) = mpsc::channel(options.queue_capacity.max(1));
+        let task = tokio::spawn(appender::run(
+            Backend {
+                pool: pool.clone(),
+                lock_key,
+                channel,
+            },
+            queue,
+            commits_tx,
+            options.max_batch.max(1),
+        ));
+        Ok(PostgresStore {
+            pool,
+            appender: Mutex::new(Some((AppendHandle::new(sender), task))),
+            listener: Mutex::new(Some(listener_task)),
+            commits,
+            options,
+            schema,
+        })
+    }
+
+    /// The connection pool, for tests and benchmarks that need raw SQL.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema the store lives in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    fn handle(&self) -> Result<AppendHandle, StoreError> {
+        let guard = self.appender.lock().map_err(|_| StoreError::Closed)?;
+        guard
+            .as_ref()
+            .map(|(h, _)| h.clone())
+            .ok_or(StoreError::Closed)
+    }
+}
+
+/// Forwards other processes' commit notifications to this process's subscribers.
+async fn listen(mut listener: PgListener, commits: watch::Sender<Position>) {
+    loop {
+        match listener.recv().await {
+            Ok(note) => {
+                if let Ok(head) = note.payload().parse::<u64>() {
+                    commits.send_if_modified(|known| {
+                        if head > *known {
+                            *known = head;
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "commit listener lost its connection; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn check_schema(pool: &PgPool) -> Result<(), StoreError> {
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::db("checking the schema version"))?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::db("checking the schema version"))?;
+    let supported = migrator().iter().map(|m| m.version).max().unwrap_or(0);
+    match found {
+        Some(found) if found > supported => Err(StoreError::SchemaTooNew { found, supported }),
+        _ => Ok(()),
+    }
+}
+
+async fn read_head(conn: &mut sqlx::PgConnection) -> Result<(Position, Hash), StoreError> {
+    let row = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+        .fetch_optional(conn)
+        .await
+        .map_err(StoreError::db("reading the head"))?;
+    match row {
+        None => Ok((0, giamsat_types::GENESIS_HASH)),
+        Some(row) => {
+            let position = to_u64(row.get::<i64, _>(0));
+            let bytes: Vec<u8> = row.get(1);
+            let hash = Hash::from_slice(&bytes).ok_or_else(|| StoreError::Corrupt {
+                position,
+                reason: format!("hash is {} bytes, expected 32", bytes.len()),
+            })?;
+            Ok((position, hash))
+        }
+    }
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let position = to_u64(
+        row.try_get::<i64, _>(0)
+            .map_err(StoreError::db("decoding an event"))?,
+    );
+    let corrupt = |reason: String| StoreError::Corrupt { position, reason };
+    let get_err = |e: sqlx::Error| corrupt(e.to_string());
+    let prev: Vec<u8> = row.try_get(9).map_err(get_err)?;
+    let hash: Vec<u8> = row.try_get(10).map_err(get_err)?;
+    Ok(RecordedEvent {
+        position,
+        stream_id: row.try_get(1).map_err(get_err)?,
+        stream_version: to_u64(row.try_get(2).map_err(get_err)?),
+        event_id: row.try_get(3).map_err(get_err)?,
+        event_type: row.try_get(4).map_err(get_err)?,
+        schema_version: u32::try_from(row.try_get::<i32, _>(5).map_err(get_err)?)
+            .map_err(|_| corrupt("schema version out of range".into()))?,
+        data: row.try_get(6).map_err(get_err)?,
+        metadata: row.try_get(7).map_err(get_err)?,
+        recorded_at_micros: row.try_get(8).map_err(get_err)?,
+        prev_hash: Hash::from_slice(&prev)
+            .ok_or_else(|| corrupt(format!("previous hash is {} bytes", prev.len())))?,
+        hash: Hash::from_slice(&hash)
+            .ok_or_else(|| corrupt(format!("hash is {} bytes", hash.len())))?,
+    })
+}
+
+struct Backend {
+    pool: PgPool,
+    lock_key: i64,
+    channel: String,
+}
+
+struct Tx {
+    tx: Transaction<'static, Postgres>,
+    channel: String,
+}
+
+#[async_trait]
+impl WriteBackend for Backend {
+    type Tx = Tx;
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::db("beginning an append transaction"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(self.lock_key)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("taking the append lock"))?;
+        Ok(Tx {
+            tx,
+            channel: self.channel.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl WriteTx for Tx {
+    async fn head(&mut self) -> Result<(Position, Hash), StoreError> {
+        read_head(&mut self.tx).await
+    }
+
+    async fn stream_versions(
+        &mut self,
+        streams: &[&str],
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let streams: Vec<String> = streams.iter().map(|s| (*s).to_owned()).collect();
+        let rows = sqlx::query(
+            "SELECT stream_id, MAX(stream_version) FROM events \
+             WHERE stream_id = ANY($1) GROUP BY stream_id",
+        )
+        .bind(streams)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(StoreError::db("reading stream versions"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), to_u64(r.get::<i64, _>(1))))
+            .collect())
+    }
+
+    async fn existing_events(&mut self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM events WHERE event_id = ANY($1)"
+        )))
+        .bind(ids.to_vec())
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(StoreError::db("looking up event ids"))?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn insert(&mut self, rows: &[RecordedEvent]) -> Result<(), StoreError> {
+        let n = rows.len();
+        let mut position = Vec::with_capacity(n);
+        let mut stream_id = Vec::with_capacity(n);
+        let mut stream_version = Vec::with_capacity(n);
+        let mut event_id = Vec::with_capacity(n);
+        let mut event_type = Vec::with_capacity(n);
+        let mut schema_version = Vec::with_capacity(n);
+        let mut data = Vec::with_capacity(n);
+        let mut metadata = Vec::with_capacity(n);
+        let mut recorded = Vec::with_capacity(n);
+        let mut prev_hash = Vec::with_capacity(n);
+        let mut hash = Vec::with_capacity(n);
+        for e in rows {
+            position.push(to_i64(e.position));
+            stream_id.push(e.stream_id.clone());
+            stream_version.push(to_i64(e.stream_version));
+            event_id.push(e.event_id);
+            event_type.push(e.event_type.clone());
+            schema_version.push(i32::try_from(e.schema_version).unwrap_or(i32::MAX));
+            data.push(e.data.clone());
+            metadata.push(e.metadata.clone());
+            recorded.push(e.recorded_at_micros);
+            prev_hash.push(e.prev_hash.as_bytes().to_vec());
+            hash.push(e.hash.as_bytes().to_vec());
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO events ({COLUMNS}) SELECT * FROM UNNEST(\
+             $1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::int[], \
+             $7::text[], $8::text[], $9::bigint[], $10::bytea[], $11::bytea[])"
+        )))
+        .bind(position)
+        .bind(stream_id)
+        .bind(stream_version)
+        .bind(event_id)
+        .bind(event_type)
+        .bind(schema_version)
+        .bind(data)
+        .bind(metadata)
+        .bind(recorded)
+        .bind(prev_hash)
+        .bind(hash)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(StoreError::db("inserting events"))?;
+        Ok(())
+    }
+
+    async fn commit(mut self, head: Position) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.channel)
+            .bind(head.to_string())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::db("announcing a commit"))?;
+        self.tx
+            .commit()
+            .await
+            .map_err(StoreError::db("committing an append"))
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    fn backend(&self) -> BackendKind {
+        BackendKind::Postgres
+    }
+
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        validate_append(&events, &self.options)?;
+        self.handle()?.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        direction: Direction,
+        from_version: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let (sql, from) = match direction {
+            Direction::Forward => (
+                format!(
+                    "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 \
+                     ORDER BY stream_version ASC LIMIT $3"
+                ),
+                from_version.unwrap_or(1),
+            ),
+            Direction::Backward => (
+                format!(
+                    "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version <= $2 \
+                     ORDER BY stream_version DESC LIMIT $3"
+                ),
+                from_version.unwrap_or(u64::MAX),
+            ),
+        };
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(stream.as_str())
+            .bind(to_i64(from))
+            .bind(to_i64(limit as u64))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("reading a stream"))?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        until: Option<Position>,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut sql =
+            format!("SELECT {COLUMNS} FROM events WHERE position >= $1 AND position <= $2");
+        let mut next = 3;
+        if !filter.event_types.is_empty() {
+            sql.push_str(&format!(" AND event_type = ANY(${next})"));
+            next += 1;
+        }
+        if !filter.stream_prefix.is_empty() {
+            sql.push_str(&format!(
+                " AND stream_id >= ${next} AND stream_id < ${}",
+                next + 1
+            ));
+            next += 2;
+        }
+        sql.push_str(&format!(" ORDER BY position ASC LIMIT ${next}"));
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(to_i64(from))
+            .bind(to_i64(until.unwrap_or(u64::MAX)));
+        if !filter.event_types.is_empty() {
+            query = query.bind(filter.event_types.clone());
+        }
+        if !filter.stream_prefix.is_empty() {
+            query = query
+                .bind(filter.stream_prefix.clone())
+                .bind(prefix_upper_bound(&filter.stream_prefix));
+        }
+        let query = query.bind(to_i64(limit as u64));
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("reading the log"))?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(stream_version) FROM events WHERE stream_id = $1")
+                .bind(stream.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::db("reading a stream version"))?;
+        Ok(v.map(to_u64))
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stream_id, MAX(stream_version) FROM events \
+             WHERE stream_id >= $1 AND stream_id < $2 AND stream_id > $3 \
+             GROUP BY stream_id ORDER BY stream_id LIMIT $4",
+        )
+        .bind(prefix)
+        .bind(prefix_upper_bound(prefix))
+        .bind(after.unwrap_or(""))
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("listing streams"))?;
+        Ok(rows
+            .iter()
+            .map(|r| StreamInfo {
+                stream_id: r.get(0),
+                version: to_u64(r.get(1)),
+            })
+            .collect())
+    }
+
+    async fn head(&self) -> Result<Option<Head>, StoreError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::db("reading the head"))?;
+        let (position, hash) = read_head(&mut conn).await?;
+        Ok((position > 0).then_some(Head { position, hash }))
+    }
+
+    fn commits(&self) -> watch::Receiver<Position> {
+        self.commits.clone()
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("loading a checkpoint"))?;
+        Ok(v.map(to_u64))
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (name, position, updated_at_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
+             updated_at_us = excluded.updated_at_us",
+        )
+        .bind(name)
+        .bind(to_i64(position))
+        .bind(chrono::Utc::now().timestamp_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::db("saving a checkpoint"))?;
+        Ok(())
+    }
+
+    fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    async fn close(&self) {
+        let taken = self.appender.lock().ok().and_then(|mut g| g.take());
+        if let Some((handle, task)) = taken {
+            drop(handle);
+            let _ = task.await;
+        }
+        if let Some(task) = self.listener.lock().ok().and_then(|mut g| g.take()) {
+            task.abort();
+        }
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_parameter_is_split_off_and_checked() {
+        let (base, schema) =
+            split_schema("postgres://u@h/db?schema=run_1&sslmode=disable").expect("valid url");
+        assert_eq!(base, "postgres://u@h/db?sslmode=disable");
+        assert_eq!(schema.as_deref(), Some("run_1"));
+        let (base, schema) = split_schema("postgres://u@h/db").expect("valid url");
+        assert_eq!((base.as_str(), schema), ("postgres://u@h/db", None));
+        assert!(split_schema("postgres://u@h/db?schema=Bad-Name").is_err());
+    }
+}
