@@ -1,0 +1,229 @@
+//! The configuration file (`config/giamsat.toml`): every key has a default, unknown keys are
+//! refused with the file, line and column, and durations and sizes are human strings.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use giamsat_store::{DEFAULT_DATABASE_URL, StoreOptions};
+use serde::{Deserialize, Deserializer};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_PATH: &str = "config/giamsat.toml";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct StoreConfig {
+    pub url: String,
+    #[serde(deserialize_with = "size")]
+    pub max_event_size: usize,
+    pub max_batch: usize,
+    pub queue_capacity: usize,
+    #[serde(deserialize_with = "duration")]
+    pub busy_timeout: Duration,
+    pub max_connections: u32,
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    pub subscription_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let o = StoreOptions::default();
+        StoreConfig {
+            url: DEFAULT_DATABASE_URL.to_owned(),
+            max_event_size: o.max_event_bytes,
+            max_batch: o.max_batch,
+            queue_capacity: o.queue_capacity,
+            busy_timeout: o.busy_timeout,
+            max_connections: o.max_connections,
+            poll_interval: o.poll_interval,
+            subscription_batch: o.subscription_batch,
+        }
+    }
+}
+
+impl StoreConfig {
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            max_event_bytes: self.max_event_size,
+            max_batch: self.max_batch,
+            queue_capacity: self.queue_capacity,
+            busy_timeout: self.busy_timeout,
+            max_connections: self.max_connections,
+            poll_interval: self.poll_interval,
+            subscription_batch: self.subscription_batch,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "warn".to_owned(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Config {
+    /// Reads `explicit` if given (it must exist), else the default file if present, else defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+                if !default.exists() {
+                    return Ok((Config::default(), None));
+                }
+                default
+            }
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+        let config = Config::parse(&text, &path.display().to_string())?;
+        Ok((config, Some(path)))
+    }
+
+    /// Parses configuration text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            let place = match e.span() {
+                Some(span) => {
+                    let (line, column) = line_column(text, span.start);
+                    format!("{origin}:{line}:{column}")
+                }
+                None => origin.to_owned(),
+            };
+            anyhow::anyhow!("invalid configuration at {place}: {}", e.message().trim())
+        })
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Parses "250ms", "30s", "5m", "1h".
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("duration {text:?} must start with a whole number"))?;
+    Ok(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" | "min" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        other => bail!("duration {text:?} has unit {other:?}; use ms, s, m or h"),
+    })
+}
+
+/// Parses "512", "64KiB", "1MiB".
+pub fn parse_size(text: &str) -> Result<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: usize = number
+        .parse()
+        .with_context(|| format!("size {text:?} must start with a whole number"))?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        other => bail!("size {text:?} has unit {other:?}; use B, KiB or MiB"),
+    };
+    n.checked_mul(factor)
+        .with_context(|| format!("size {text:?} is too large"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_size(&text).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_valid_and_equals_the_defaults() {
+        let text = include_str!("../../../config/giamsat.toml");
+        let parsed = Config::parse(text, "config/giamsat.toml").expect("valid");
+        let defaults = Config::default();
+        assert_eq!(parsed.store.url, defaults.store.url);
+        assert_eq!(
+            format!("{:?}", parsed.store),
+            format!("{:?}", defaults.store)
+        );
+        assert_eq!(format!("{:?}", parsed.log), format!("{:?}", defaults.log));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_place() {
+        let err = Config::parse(
+            "[store]\nurl = \"sqlite://x.db\"\nmax-batchs = 3\n",
+            "g.toml",
+        )
+        .expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("invalid configuration at g.toml:3:1:"),
+            "{msg}"
+        );
+        assert!(msg.contains("max-batchs"), "{msg}");
+        let err = Config::parse("[stor]\n", "g.toml").expect_err("unknown table");
+        assert!(err.to_string().contains("stor"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(
+            parse_duration("250ms").ok(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert_eq!(parse_size("1MiB").ok(), Some(1_048_576));
+        assert_eq!(parse_size("512").ok(), Some(512));
+        assert!(parse_size("1GB").is_err());
+        let err = Config::parse("[store]\npoll-interval = \"soon\"\n", "g.toml").expect_err("bad");
+        assert!(err.to_string().contains("g.toml:2:"), "{err}");
+    }
+}

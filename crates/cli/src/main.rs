@@ -1,0 +1,109 @@
+//! The `giamsat` command. It parses arguments, loads the configuration, opens the store and runs
+//! one command; the rules live in the library crates. Errors go to standard error with a non-zero
+//! exit code; nothing panics on bad input.
+
+mod config;
+mod events;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use giamsat_store::Store;
+
+use crate::config::{Config, LogFormat};
+
+/// Exit code of `giamsat verify` when the chain is broken.
+pub const EXIT_TAMPERED: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "giamsat",
+    version,
+    about = "Event-sourced workflow engine for People's Council thematic supervisions",
+    propagate_version = true
+)]
+struct Cli {
+    /// Database URL: sqlite://PATH or postgres://USER@HOST:PORT/DB[?schema=NAME]
+    /// [default: the configuration's store.url, else sqlite://giamsat.db]
+    #[arg(long, global = true, env = "GIAMSAT_DB", value_name = "URL")]
+    db: Option<String>,
+
+    /// Configuration file [default: config/giamsat.toml when it exists]
+    #[arg(long, global = true, env = "GIAMSAT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Append, read and follow events of the log
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+    /// Check the hash chain of the whole log (exit 3 and the first bad position when broken)
+    Verify(events::VerifyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (config, _path) = match Config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(&e),
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    if output::is_broken_pipe(error) {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("GIAMSAT_LOG").unwrap_or_else(|_| config.log.level.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
+    let url = cli.db.clone().unwrap_or_else(|| config.store.url.clone());
+    let store = Store::open(&url, config.store.options())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the event store {}",
+                giamsat_store::redact_url(&url)
+            )
+        })?;
+    let result = match cli.command {
+        Command::Events(command) => events::run(&store, command).await,
+        Command::Verify(args) => events::verify(&store, args).await,
+    };
+    store.close().await;
+    result
+}

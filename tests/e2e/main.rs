@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `giamsat` binary, run as a user runs it, against real SQLite files
+//! and (when `GIAMSAT_TEST_POSTGRES_URL` is set) a real PostgreSQL.
+
+mod events_cli;
+mod support;
