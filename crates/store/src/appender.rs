@@ -100,7 +100,8 @@ async fn process<B: WriteBackend>(
     }
 }
 
-fn publish(commits: &watch::Sender<Position>, head: Position) {
+/// Raises the known head to `head` (never lowers it) and wakes subscribers if it moved.
+pub(crate) fn publish(commits: &watch::Sender<Position>, head: Position) {
     commits.send_if_modified(|known| {
         if head > *known {
             *known = head;

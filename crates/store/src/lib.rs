@@ -6,6 +6,7 @@
 //! Nothing in this crate knows about workflows; it stores typed, versioned JSON events by stream.
 
 mod appender;
+mod common;
 mod error;
 mod postgres;
 mod sqlite;

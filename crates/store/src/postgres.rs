@@ -8,14 +8,17 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use giamsat_types::{ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamId};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Connection, Postgres, Row, SqlSafeStr, Transaction};
+use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Transaction};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::appender::{self, AppendHandle, WriteBackend, WriteTx};
+use crate::common::{
+    self, AppenderSlot, head_from_row, refuse_newer_schema, stored_hash, to_i64, to_u64,
+};
 use crate::{
     AppendResult, BackendKind, Direction, EventFilter, EventStore, Head, StoreError, StoreOptions,
     StreamInfo, prefix_upper_bound, redact_url, validate_append,
@@ -25,12 +28,10 @@ const COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type
      schema_version, data, metadata, recorded_at_us, prev_hash, hash";
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
+    common::migrator(&[(
         1,
-        "events".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/postgres/0001_events.sql").into_sql_str(),
-        false,
+        "events",
+        include_str!("../migrations/postgres/0001_events.sql"),
     )])
 }
 
@@ -38,7 +39,7 @@ fn migrator() -> Migrator {
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
-    appender: Mutex<Option<(AppendHandle, JoinHandle<()>)>>,
+    appender: AppenderSlot,
     listener: Mutex<Option<JoinHandle<()>>>,
     commits: watch::Receiver<Position>,
     options: StoreOptions,
@@ -167,7 +168,7 @@ impl PostgresStore {
         ));
         Ok(PostgresStore {
             pool,
-            appender: Mutex::new(Some((AppendHandle::new(sender), task))),
+            appender: AppenderSlot::new(AppendHandle::new(sender), task),
             listener: Mutex::new(Some(listener_task)),
             commits,
             options,
@@ -184,14 +185,6 @@ impl PostgresStore {
     pub fn schema(&self) -> &str {
         &self.schema
     }
-
-    fn handle(&self) -> Result<AppendHandle, StoreError> {
-        let guard = self.appender.lock().map_err(|_| StoreError::Closed)?;
-        guard
-            .as_ref()
-            .map(|(h, _)| h.clone())
-            .ok_or(StoreError::Closed)
-    }
 }
 
 /// Forwards other processes' commit notifications to this process's subscribers.
@@ -200,14 +193,7 @@ async fn listen(mut listener: PgListener, commits: watch::Sender<Position>) {
         match listener.recv().await {
             Ok(note) => {
                 if let Ok(head) = note.payload().parse::<u64>() {
-                    commits.send_if_modified(|known| {
-                        if head > *known {
-                            *known = head;
-                            true
-                        } else {
-                            false
-                        }
-                    });
+                    appender::publish(&commits, head);
                 }
             }
             Err(error) => {
@@ -230,38 +216,16 @@ async fn check_schema(pool: &PgPool) -> Result<(), StoreError> {
         .fetch_one(pool)
         .await
         .map_err(StoreError::db("checking the schema version"))?;
-    let supported = migrator().iter().map(|m| m.version).max().unwrap_or(0);
-    match found {
-        Some(found) if found > supported => Err(StoreError::SchemaTooNew { found, supported }),
-        _ => Ok(()),
-    }
+    refuse_newer_schema(found, &migrator())
 }
 
 async fn read_head(conn: &mut sqlx::PgConnection) -> Result<(Position, Hash), StoreError> {
-    let row = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_optional(conn)
-        .await
-        .map_err(StoreError::db("reading the head"))?;
-    match row {
-        None => Ok((0, giamsat_types::GENESIS_HASH)),
-        Some(row) => {
-            let position = to_u64(row.get::<i64, _>(0));
-            let bytes: Vec<u8> = row.get(1);
-            let hash = Hash::from_slice(&bytes).ok_or_else(|| StoreError::Corrupt {
-                position,
-                reason: format!("hash is {} bytes, expected 32", bytes.len()),
-            })?;
-            Ok((position, hash))
-        }
-    }
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+    let row: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+            .fetch_optional(conn)
+            .await
+            .map_err(StoreError::db("reading the head"))?;
+    head_from_row(row)
 }
 
 fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
@@ -284,10 +248,8 @@ fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         data: row.try_get(6).map_err(get_err)?,
         metadata: row.try_get(7).map_err(get_err)?,
         recorded_at_micros: row.try_get(8).map_err(get_err)?,
-        prev_hash: Hash::from_slice(&prev)
-            .ok_or_else(|| corrupt(format!("previous hash is {} bytes", prev.len())))?,
-        hash: Hash::from_slice(&hash)
-            .ok_or_else(|| corrupt(format!("hash is {} bytes", hash.len())))?,
+        prev_hash: stored_hash(position, "previous hash", &prev)?,
+        hash: stored_hash(position, "hash", &hash)?,
     })
 }
 
@@ -434,7 +396,10 @@ impl EventStore for PostgresStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         validate_append(&events, &self.options)?;
-        self.handle()?.append(stream, expected, events).await
+        self.appender
+            .handle()?
+            .append(stream, expected, events)
+            .await
     }
 
     async fn read_stream(
@@ -591,11 +556,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn close(&self) {
-        let taken = self.appender.lock().ok().and_then(|mut g| g.take());
-        if let Some((handle, task)) = taken {
-            drop(handle);
-            let _ = task.await;
-        }
+        self.appender.shutdown().await;
         if let Some(task) = self.listener.lock().ok().and_then(|mut g| g.take()) {
             task.abort();
         }

@@ -3,21 +3,22 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use giamsat_types::{ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamId};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, SqlSafeStr, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::appender::{self, AppendHandle, WriteBackend, WriteTx};
+use crate::common::{
+    self, AppenderSlot, head_from_row, refuse_newer_schema, stored_hash, to_i64, to_u64,
+};
 use crate::{
     AppendResult, BackendKind, Direction, EventFilter, EventStore, Head, StoreError, StoreOptions,
     StreamInfo, prefix_upper_bound, redact_url, validate_append,
@@ -30,12 +31,10 @@ const COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type
 const MAX_PARAMS: usize = 30_000;
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
+    common::migrator(&[(
         1,
-        "events".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/sqlite/0001_events.sql").into_sql_str(),
-        false,
+        "events",
+        include_str!("../migrations/sqlite/0001_events.sql"),
     )])
 }
 
@@ -43,7 +42,7 @@ fn migrator() -> Migrator {
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    appender: Mutex<Option<(AppendHandle, JoinHandle<()>)>>,
+    appender: AppenderSlot,
     commits: watch::Receiver<Position>,
     options: StoreOptions,
 }
@@ -87,7 +86,7 @@ impl SqliteStore {
         ));
         Ok(SqliteStore {
             pool,
-            appender: Mutex::new(Some((AppendHandle::new(sender), task))),
+            appender: AppenderSlot::new(AppendHandle::new(sender), task),
             commits,
             options,
         })
@@ -96,14 +95,6 @@ impl SqliteStore {
     /// The connection pool, for tests and benchmarks that need raw SQL.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
-    }
-
-    fn handle(&self) -> Result<AppendHandle, StoreError> {
-        let guard = self.appender.lock().map_err(|_| StoreError::Closed)?;
-        guard
-            .as_ref()
-            .map(|(h, _)| h.clone())
-            .ok_or(StoreError::Closed)
     }
 }
 
@@ -122,38 +113,16 @@ async fn check_schema(pool: &SqlitePool) -> Result<(), StoreError> {
         .fetch_one(pool)
         .await
         .map_err(StoreError::db("checking the schema version"))?;
-    let supported = migrator().iter().map(|m| m.version).max().unwrap_or(0);
-    match found {
-        Some(found) if found > supported => Err(StoreError::SchemaTooNew { found, supported }),
-        _ => Ok(()),
-    }
+    refuse_newer_schema(found, &migrator())
 }
 
 async fn read_head(conn: &mut sqlx::SqliteConnection) -> Result<(Position, Hash), StoreError> {
-    let row = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_optional(conn)
-        .await
-        .map_err(StoreError::db("reading the head"))?;
-    match row {
-        None => Ok((0, giamsat_types::GENESIS_HASH)),
-        Some(row) => {
-            let position = to_u64(row.get::<i64, _>(0));
-            let bytes: Vec<u8> = row.get(1);
-            let hash = Hash::from_slice(&bytes).ok_or_else(|| StoreError::Corrupt {
-                position,
-                reason: format!("hash is {} bytes, expected 32", bytes.len()),
-            })?;
-            Ok((position, hash))
-        }
-    }
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+    let row: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+            .fetch_optional(conn)
+            .await
+            .map_err(StoreError::db("reading the head"))?;
+    head_from_row(row)
 }
 
 fn decode(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
@@ -179,10 +148,8 @@ fn decode(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
         data: row.try_get(6).map_err(get_err)?,
         metadata: row.try_get(7).map_err(get_err)?,
         recorded_at_micros: row.try_get(8).map_err(get_err)?,
-        prev_hash: Hash::from_slice(&prev)
-            .ok_or_else(|| corrupt(format!("previous hash is {} bytes", prev.len())))?,
-        hash: Hash::from_slice(&hash)
-            .ok_or_else(|| corrupt(format!("hash is {} bytes", hash.len())))?,
+        prev_hash: stored_hash(position, "previous hash", &prev)?,
+        hash: stored_hash(position, "hash", &hash)?,
     })
 }
 
@@ -325,7 +292,10 @@ impl EventStore for SqliteStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         validate_append(&events, &self.options)?;
-        self.handle()?.append(stream, expected, events).await
+        self.appender
+            .handle()?
+            .append(stream, expected, events)
+            .await
     }
 
     async fn read_stream(
@@ -476,11 +446,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn close(&self) {
-        let taken = self.appender.lock().ok().and_then(|mut g| g.take());
-        if let Some((handle, task)) = taken {
-            drop(handle);
-            let _ = task.await;
-        }
+        self.appender.shutdown().await;
         self.pool.close().await;
     }
 }
