@@ -2,7 +2,6 @@
 //! head, so writers in different processes commit one after another and position order is commit
 //! order. Each commit sends a `NOTIFY` that wakes subscribers in every process.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Mutex;
 
@@ -15,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::appender::{self, AppendHandle, WriteBackend, WriteTx};
+use crate::appender::{self, AppendHandle, Snapshot, WriteBackend, WriteTx};
 use crate::common::{
     self, AppenderSlot, head_from_row, refuse_newer_schema, stored_hash, to_i64, to_u64,
 };
@@ -228,26 +227,27 @@ async fn read_head(conn: &mut sqlx::PgConnection) -> Result<(Position, Hash), St
     head_from_row(row)
 }
 
-fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+/// Decodes the event columns (in `COLUMNS` order) starting at column `at`.
+fn decode(row: &PgRow, at: usize) -> Result<RecordedEvent, StoreError> {
     let position = to_u64(
-        row.try_get::<i64, _>(0)
+        row.try_get::<i64, _>(at)
             .map_err(StoreError::db("decoding an event"))?,
     );
     let corrupt = |reason: String| StoreError::Corrupt { position, reason };
     let get_err = |e: sqlx::Error| corrupt(e.to_string());
-    let prev: Vec<u8> = row.try_get(9).map_err(get_err)?;
-    let hash: Vec<u8> = row.try_get(10).map_err(get_err)?;
+    let prev: Vec<u8> = row.try_get(at + 9).map_err(get_err)?;
+    let hash: Vec<u8> = row.try_get(at + 10).map_err(get_err)?;
     Ok(RecordedEvent {
         position,
-        stream_id: row.try_get(1).map_err(get_err)?,
-        stream_version: to_u64(row.try_get(2).map_err(get_err)?),
-        event_id: row.try_get(3).map_err(get_err)?,
-        event_type: row.try_get(4).map_err(get_err)?,
-        schema_version: u32::try_from(row.try_get::<i32, _>(5).map_err(get_err)?)
+        stream_id: row.try_get(at + 1).map_err(get_err)?,
+        stream_version: to_u64(row.try_get(at + 2).map_err(get_err)?),
+        event_id: row.try_get(at + 3).map_err(get_err)?,
+        event_type: row.try_get(at + 4).map_err(get_err)?,
+        schema_version: u32::try_from(row.try_get::<i32, _>(at + 5).map_err(get_err)?)
             .map_err(|_| corrupt("schema version out of range".into()))?,
-        data: row.try_get(6).map_err(get_err)?,
-        metadata: row.try_get(7).map_err(get_err)?,
-        recorded_at_micros: row.try_get(8).map_err(get_err)?,
+        data: row.try_get(at + 6).map_err(get_err)?,
+        metadata: row.try_get(at + 7).map_err(get_err)?,
+        recorded_at_micros: row.try_get(at + 8).map_err(get_err)?,
         prev_hash: stored_hash(position, "previous hash", &prev)?,
         hash: stored_hash(position, "hash", &hash)?,
     })
@@ -268,16 +268,19 @@ struct Tx {
 impl WriteBackend for Backend {
     type Tx = Tx;
     async fn begin(&self) -> Result<Tx, StoreError> {
-        let mut tx = self
+        // The lock is taken in the same round trip as BEGIN, and before the head is read in a
+        // later statement, whose snapshot therefore includes the previous holder's commit.
+        // Custom plans: a generic plan cached while the table was small keeps scanning it once it
+        // has grown (measured: 2 ms instead of 0.2 ms per snapshot at 20,000 events).
+        let tx = self
             .pool
-            .begin()
+            .begin_with(AssertSqlSafe(format!(
+                "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; \
+                 SELECT pg_advisory_xact_lock({})",
+                self.lock_key
+            )))
             .await
             .map_err(StoreError::db("beginning an append transaction"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(self.lock_key)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("taking the append lock"))?;
         Ok(Tx {
             tx,
             channel: self.channel.clone(),
@@ -287,38 +290,43 @@ impl WriteBackend for Backend {
 
 #[async_trait]
 impl WriteTx for Tx {
-    async fn head(&mut self) -> Result<(Position, Hash), StoreError> {
-        read_head(&mut self.tx).await
-    }
-
-    async fn stream_versions(
-        &mut self,
-        streams: &[&str],
-    ) -> Result<HashMap<String, u64>, StoreError> {
+    async fn snapshot(&mut self, streams: &[&str], ids: &[Uuid]) -> Result<Snapshot, StoreError> {
+        // One statement: the head, the last version of each stream (one index seek each;
+        // `GROUP BY` over `= ANY` would scan), and the stored events among `ids`.
         let streams: Vec<String> = streams.iter().map(|s| (*s).to_owned()).collect();
-        let rows = sqlx::query(
-            "SELECT stream_id, MAX(stream_version) FROM events \
-             WHERE stream_id = ANY($1) GROUP BY stream_id",
-        )
-        .bind(streams)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(StoreError::db("reading stream versions"))?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<String, _>(0), to_u64(r.get::<i64, _>(1))))
-            .collect())
-    }
-
-    async fn existing_events(&mut self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM events WHERE event_id = ANY($1)"
+            "(SELECT 0 AS part, position, NULL::text AS stream_id, NULL::bigint AS stream_version, \
+             NULL::uuid AS event_id, NULL::text AS event_type, NULL::int AS schema_version, \
+             NULL::text AS data, NULL::text AS metadata, NULL::bigint AS recorded_at_us, \
+             NULL::bytea AS prev_hash, hash FROM events ORDER BY position DESC LIMIT 1) \
+             UNION ALL SELECT 1, NULL, s, (SELECT stream_version FROM events WHERE stream_id = s \
+             ORDER BY stream_version DESC LIMIT 1), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+             FROM unnest($1::text[]) AS s \
+             UNION ALL SELECT 2, {COLUMNS} FROM events WHERE event_id = ANY($2)"
         )))
+        .bind(streams)
         .bind(ids.to_vec())
         .fetch_all(&mut *self.tx)
         .await
-        .map_err(StoreError::db("looking up event ids"))?;
-        rows.iter().map(decode).collect()
+        .map_err(StoreError::db(
+            "reading the head, stream versions and event ids",
+        ))?;
+        let mut snapshot = Snapshot::default();
+        for row in &rows {
+            match row.get::<i32, _>(0) {
+                0 => {
+                    let head = Some((row.get::<i64, _>(1), row.get::<Vec<u8>, _>(11)));
+                    (snapshot.head, snapshot.hash) = head_from_row(head)?;
+                }
+                1 => {
+                    if let Some(version) = row.get::<Option<i64>, _>(3) {
+                        snapshot.versions.insert(row.get(2), to_u64(version));
+                    }
+                }
+                _ => snapshot.existing.push(decode(row, 1)?),
+            }
+        }
+        Ok(snapshot)
     }
 
     async fn insert(&mut self, rows: &[RecordedEvent]) -> Result<(), StoreError> {
@@ -347,10 +355,13 @@ impl WriteTx for Tx {
             prev_hash.push(e.prev_hash.as_bytes().to_vec());
             hash.push(e.hash.as_bytes().to_vec());
         }
+        // The notification is part of the statement and is delivered at commit.
+        let head = rows.last().map_or(0, |e| e.position);
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO events ({COLUMNS}) SELECT * FROM UNNEST(\
+            "WITH inserted AS (INSERT INTO events ({COLUMNS}) SELECT * FROM UNNEST(\
              $1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::int[], \
-             $7::text[], $8::text[], $9::bigint[], $10::bytea[], $11::bytea[])"
+             $7::text[], $8::text[], $9::bigint[], $10::bytea[], $11::bytea[]) RETURNING 1) \
+             SELECT pg_notify($12, $13), (SELECT count(*) FROM inserted)"
         )))
         .bind(position)
         .bind(stream_id)
@@ -363,19 +374,15 @@ impl WriteTx for Tx {
         .bind(recorded)
         .bind(prev_hash)
         .bind(hash)
+        .bind(&self.channel)
+        .bind(head.to_string())
         .execute(&mut *self.tx)
         .await
         .map_err(StoreError::db("inserting events"))?;
         Ok(())
     }
 
-    async fn commit(mut self, head: Position) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&self.channel)
-            .bind(head.to_string())
-            .execute(&mut *self.tx)
-            .await
-            .map_err(StoreError::db("announcing a commit"))?;
+    async fn commit(self, _head: Position) -> Result<(), StoreError> {
         self.tx
             .commit()
             .await
@@ -432,7 +439,7 @@ impl EventStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::db("reading a stream"))?;
-        rows.iter().map(decode).collect()
+        rows.iter().map(|r| decode(r, 0)).collect()
     }
 
     async fn read_all(
@@ -473,16 +480,18 @@ impl EventStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::db("reading the log"))?;
-        rows.iter().map(decode).collect()
+        rows.iter().map(|r| decode(r, 0)).collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
-        let v: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(stream_version) FROM events WHERE stream_id = $1")
-                .bind(stream.as_str())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(StoreError::db("reading a stream version"))?;
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT stream_version FROM events WHERE stream_id = $1 \
+                 ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind(stream.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db("reading a stream version"))?;
         Ok(v.map(to_u64))
     }
 

@@ -1,7 +1,6 @@
 //! The SQLite backend: one file, WAL journal, `synchronous=FULL`, a busy timeout, and
 //! `BEGIN IMMEDIATE` for every write so that two processes on one file serialize their appends.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -15,7 +14,7 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::appender::{self, AppendHandle, WriteBackend, WriteTx};
+use crate::appender::{self, AppendHandle, Snapshot, WriteBackend, WriteTx};
 use crate::common::{
     self, AppenderSlot, head_from_row, refuse_newer_schema, stored_hash, to_i64, to_u64,
 };
@@ -59,8 +58,16 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.busy_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Checkpoint every ~40 MiB of WAL instead of every ~4 MiB: a checkpoint runs inside
+            // the commit that crosses the threshold, and the hot pages (the right edges of the
+            // indexes) are rewritten many times between checkpoints, so fewer, larger checkpoints
+            // write much less. Measured: commits 0.55 ms instead of 1.07 ms with 16 writers.
+            .pragma("wal_autocheckpoint", "10000");
+        // No ping before each acquire: it is a round trip to the connection's worker thread on
+        // every append, and a local file has no connection to lose.
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(options.max_connections.max(2))
             .connect_with(connect)
             .await
@@ -125,32 +132,68 @@ async fn read_head(conn: &mut sqlx::SqliteConnection) -> Result<(Position, Hash)
     head_from_row(row)
 }
 
-fn decode(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+/// Decodes the event columns (in `COLUMNS` order) starting at column `at`.
+fn decode(row: &SqliteRow, at: usize) -> Result<RecordedEvent, StoreError> {
     let position = to_u64(
-        row.try_get::<i64, _>(0)
+        row.try_get::<i64, _>(at)
             .map_err(StoreError::db("decoding an event"))?,
     );
     let corrupt = |reason: String| StoreError::Corrupt { position, reason };
     let get_err = |e: sqlx::Error| corrupt(e.to_string());
-    let id_bytes: Vec<u8> = row.try_get(3).map_err(get_err)?;
+    let id_bytes: Vec<u8> = row.try_get(at + 3).map_err(get_err)?;
     let event_id = Uuid::from_slice(&id_bytes)
         .map_err(|_| corrupt(format!("event id is {} bytes, expected 16", id_bytes.len())))?;
-    let prev: Vec<u8> = row.try_get(9).map_err(get_err)?;
-    let hash: Vec<u8> = row.try_get(10).map_err(get_err)?;
+    let prev: Vec<u8> = row.try_get(at + 9).map_err(get_err)?;
+    let hash: Vec<u8> = row.try_get(at + 10).map_err(get_err)?;
     Ok(RecordedEvent {
         position,
-        stream_id: row.try_get(1).map_err(get_err)?,
-        stream_version: to_u64(row.try_get(2).map_err(get_err)?),
+        stream_id: row.try_get(at + 1).map_err(get_err)?,
+        stream_version: to_u64(row.try_get(at + 2).map_err(get_err)?),
         event_id,
-        event_type: row.try_get(4).map_err(get_err)?,
-        schema_version: u32::try_from(row.try_get::<i64, _>(5).map_err(get_err)?)
+        event_type: row.try_get(at + 4).map_err(get_err)?,
+        schema_version: u32::try_from(row.try_get::<i64, _>(at + 5).map_err(get_err)?)
             .map_err(|_| corrupt("schema version out of range".into()))?,
-        data: row.try_get(6).map_err(get_err)?,
-        metadata: row.try_get(7).map_err(get_err)?,
-        recorded_at_micros: row.try_get(8).map_err(get_err)?,
+        data: row.try_get(at + 6).map_err(get_err)?,
+        metadata: row.try_get(at + 7).map_err(get_err)?,
+        recorded_at_micros: row.try_get(at + 8).map_err(get_err)?,
         prev_hash: stored_hash(position, "previous hash", &prev)?,
         hash: stored_hash(position, "hash", &hash)?,
     })
+}
+
+/// The head, the last version of each stream (one index seek each: `GROUP BY` over `IN (...)`
+/// would walk every index entry of the streams) and the stored events among `ids`, as one
+/// `UNION ALL` whose first column says which part a row belongs to.
+fn snapshot_query<'q>(
+    streams: &'q [&'q str],
+    ids: &'q [Uuid],
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    let mut sql = String::from(
+        "SELECT * FROM (SELECT 0, position, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+         NULL, hash FROM events ORDER BY position DESC LIMIT 1)",
+    );
+    if !streams.is_empty() {
+        let values = vec!["(?)"; streams.len()].join(",");
+        sql.push_str(&format!(
+            " UNION ALL SELECT 1, NULL, column1, (SELECT stream_version FROM events \
+             WHERE stream_id = column1 ORDER BY stream_version DESC LIMIT 1), NULL, NULL, NULL, \
+             NULL, NULL, NULL, NULL, NULL FROM (VALUES {values})"
+        ));
+    }
+    if !ids.is_empty() {
+        sql.push_str(&format!(
+            " UNION ALL SELECT 2, {COLUMNS} FROM events WHERE event_id IN ({})",
+            placeholders(ids.len())
+        ));
+    }
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for s in streams {
+        query = query.bind(*s);
+    }
+    for id in ids {
+        query = query.bind(id.as_bytes().as_slice());
+    }
+    query
 }
 
 fn placeholders(n: usize) -> String {
@@ -187,55 +230,37 @@ impl WriteBackend for Backend {
 
 #[async_trait]
 impl WriteTx for Tx {
-    async fn head(&mut self) -> Result<(Position, Hash), StoreError> {
-        read_head(&mut self.tx).await
-    }
-
-    async fn stream_versions(
-        &mut self,
-        streams: &[&str],
-    ) -> Result<HashMap<String, u64>, StoreError> {
-        let mut out = HashMap::with_capacity(streams.len());
-        for chunk in streams.chunks(MAX_PARAMS) {
-            let sql = format!(
-                "SELECT stream_id, MAX(stream_version) FROM events WHERE stream_id IN ({}) GROUP BY stream_id",
-                placeholders(chunk.len())
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for s in chunk {
-                query = query.bind(*s);
-            }
-            let rows = query
+    async fn snapshot(&mut self, streams: &[&str], ids: &[Uuid]) -> Result<Snapshot, StoreError> {
+        let mut snapshot = Snapshot::default();
+        // Usually one statement; only an append of tens of thousands of events takes several.
+        let mut streams = streams.chunks(MAX_PARAMS / 2);
+        let mut ids = ids.chunks(MAX_PARAMS / 2);
+        loop {
+            let (s, i) = (streams.next().unwrap_or(&[]), ids.next().unwrap_or(&[]));
+            let rows = snapshot_query(s, i)
                 .fetch_all(&mut *self.tx)
                 .await
-                .map_err(StoreError::db("reading stream versions"))?;
-            for row in rows {
-                out.insert(row.get::<String, _>(0), to_u64(row.get::<i64, _>(1)));
-            }
-        }
-        Ok(out)
-    }
-
-    async fn existing_events(&mut self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(MAX_PARAMS) {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM events WHERE event_id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id.as_bytes().as_slice());
-            }
-            let rows = query
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(StoreError::db("looking up event ids"))?;
+                .map_err(StoreError::db(
+                    "reading the head, stream versions and event ids",
+                ))?;
             for row in &rows {
-                out.push(decode(row)?);
+                match row.get::<i64, _>(0) {
+                    0 => {
+                        let head = Some((row.get::<i64, _>(1), row.get::<Vec<u8>, _>(11)));
+                        (snapshot.head, snapshot.hash) = head_from_row(head)?;
+                    }
+                    1 => {
+                        if let Some(version) = row.get::<Option<i64>, _>(3) {
+                            snapshot.versions.insert(row.get(2), to_u64(version));
+                        }
+                    }
+                    _ => snapshot.existing.push(decode(row, 1)?),
+                }
+            }
+            if s.len() < MAX_PARAMS / 2 && i.len() < MAX_PARAMS / 2 {
+                return Ok(snapshot);
             }
         }
-        Ok(out)
     }
 
     async fn insert(&mut self, rows: &[RecordedEvent]) -> Result<(), StoreError> {
@@ -326,7 +351,7 @@ impl EventStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::db("reading a stream"))?;
-        rows.iter().map(decode).collect()
+        rows.iter().map(|r| decode(r, 0)).collect()
     }
 
     async fn read_all(
@@ -363,16 +388,18 @@ impl EventStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::db("reading the log"))?;
-        rows.iter().map(decode).collect()
+        rows.iter().map(|r| decode(r, 0)).collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
-        let v: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(stream_version) FROM events WHERE stream_id = ?")
-                .bind(stream.as_str())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(StoreError::db("reading a stream version"))?;
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT stream_version FROM events WHERE stream_id = ? \
+                 ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind(stream.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db("reading a stream version"))?;
         Ok(v.map(to_u64))
     }
 

@@ -168,6 +168,7 @@ conformance!(
     checkpoints_are_stored,
     newer_schema_is_refused,
     read_all_filters_and_limits,
+    one_append_larger_than_statement_limits,
 );
 
 async fn appends_and_reads_streams(db: TestDb) {
@@ -1019,5 +1020,28 @@ async fn read_all_filters_and_limits(db: TestDb) {
     let b = store.read_all(1, None, 100, &both).await.expect("read");
     assert_eq!(b.len(), 10);
     assert!(b.iter().all(|e| both.matches(e)));
+    store.close().await;
+}
+
+async fn one_append_larger_than_statement_limits(db: TestDb) {
+    // More ids than one SQLite statement may bind: the appender must split its reads and writes.
+    let store = db.open().await;
+    append_one(&store, "first", 0).await;
+    let events: Vec<NewEvent> = (0..20_000).map(|n| event("Bulk", n)).collect();
+    let s = stream("bulk");
+    let r = store
+        .append(&s, ExpectedVersion::NoStream, events.clone())
+        .await
+        .expect("bulk append");
+    assert_eq!((r.first_position, r.last_position, r.stream_version), (2, 20_001, 20_000));
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, events)
+        .await
+        .expect("idempotent bulk retry");
+    assert!(again.duplicate);
+    assert_eq!((again.first_position, again.last_position), (2, 20_001));
+    let report = store.verify().await.expect("verify");
+    assert!(report.is_intact());
+    assert_eq!(report.events_checked, 20_001);
     store.close().await;
 }

@@ -5,8 +5,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-/// A SHA-256 digest of one link of the chain.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// A SHA-256 digest of one link of the chain. The default is [`GENESIS_HASH`].
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Hash(pub [u8; 32]);
 
 /// The `previous hash` of the event at position 1: thirty-two zero bytes.
