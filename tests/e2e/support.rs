@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A scratch working directory with its own database, in which `giamsat` runs.
 pub struct Sandbox {
@@ -61,8 +62,24 @@ impl Sandbox {
         cmd
     }
 
+    /// Runs to completion; a run that takes over a minute is killed and fails the test, so a
+    /// hang shows up as a failure instead of stalling CI.
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::from(self.command(args).output().expect("run giamsat"))
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run giamsat");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("giamsat {args:?} did not finish within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Run::from(child.wait_with_output().expect("output"))
     }
 
     /// Runs and insists on success.

@@ -66,6 +66,12 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u32,
     },
+    /// Internal: verify an existing store in this process and report its peak memory.
+    #[command(hide = true)]
+    VerifyProcess {
+        #[arg(long)]
+        url: String,
+    },
     /// The standard suite with the targets' parameters.
     All {
         #[command(flatten)]
@@ -97,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         } => emit(&scenarios::baseline(&db, per_row_events.unwrap_or(events), events).await?),
         Command::ReadAll { db, events } => emit(&scenarios::read_all(&db, events).await?),
         Command::Verify { db, events } => emit(&scenarios::verify(&db, events).await?),
+        Command::VerifyProcess { url } => emit(&scenarios::verify_process(&url).await?),
         Command::SubscribeLag { db, rate, seconds } => {
             emit(&scenarios::subscribe_lag(&db, rate, seconds).await?);
         }

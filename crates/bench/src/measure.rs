@@ -41,12 +41,6 @@ pub fn proc_status_mib(field: &str) -> Option<f64> {
     Some(round3(kib / 1024.0))
 }
 
-/// Resets VmHWM to the current RSS (Linux ≥ 4.0), so a later VmHWM is the peak of what ran in
-/// between rather than of the whole process. Returns whether the kernel accepted it.
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
 /// The benchmark event: about 100 bytes of canonical JSON with some Vietnamese text, so that
 /// multi-byte UTF-8 goes through validation, hashing and storage like real data does.
 pub fn payload(writer: usize, seq: usize) -> NewEvent {

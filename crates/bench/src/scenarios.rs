@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::db::{Backend, DbArgs, Fresh};
-use crate::measure::{ms, payload, percentile, proc_status_mib, rate, reset_peak_rss, round3};
+use crate::measure::{ms, payload, percentile, proc_status_mib, rate, round3};
 
 fn report(scenario: &str, db: &DbArgs, params: Value, results: Value) -> Value {
     json!({
@@ -361,27 +361,25 @@ pub async fn verify(db: &DbArgs, events: usize) -> anyhow::Result<Value> {
     let fresh = Fresh::new(db)?;
     let store = fresh.open_store().await?;
     let fill_seconds = fill(&store, events).await?;
-
-    let hwm_before = proc_status_mib("VmHWM");
-    let rss_before = proc_status_mib("VmRSS");
-    let peak_reset = reset_peak_rss();
-    let start = Instant::now();
-    let verified = store.verify().await?;
-    let seconds = start.elapsed().as_secs_f64();
-    let hwm_after = proc_status_mib("VmHWM");
-    ensure!(verified.is_intact(), "verify found a problem: {verified:?}");
-    ensure!(
-        verified.events_checked == events as u64,
-        "verify checked {} events, expected {events}",
-        verified.events_checked
-    );
     store.close().await;
-    fresh.cleanup().await?;
 
-    let delta = match (peak_reset, hwm_after, rss_before) {
-        (true, Some(after), Some(before)) => Some(round3(after - before)),
-        _ => None,
-    };
+    // Verify in a process of its own, so that its peak resident memory is verify's alone and not
+    // the fill's (page caches, allocator arenas).
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["verify-process", "--url", &fresh.store_url()])
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "verify process failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let child: Value = serde_json::from_slice(&output.stdout)?;
+    fresh.cleanup().await?;
+    ensure!(
+        child["intact"] == json!(true) && child["events_checked"] == json!(events),
+        "verify did not check {events} intact events: {child}"
+    );
+    let seconds = child["seconds"].as_f64().unwrap_or(f64::NAN);
     Ok(report(
         "verify",
         db,
@@ -391,13 +389,25 @@ pub async fn verify(db: &DbArgs, events: usize) -> anyhow::Result<Value> {
             "seconds": round3(seconds),
             "events_per_sec": rate(events, seconds),
             "fill_seconds": round3(fill_seconds),
-            "vmhwm_before_verify_mib": hwm_before,
-            "vmrss_before_verify_mib": rss_before,
-            "peak_reset_before_verify": peak_reset,
-            "vmhwm_after_verify_mib": hwm_after,
-            "verify_peak_delta_mib": delta,
+            "verify_process_peak_rss_mib": child["vmhwm_mib"],
         }),
     ))
+}
+
+/// The child side of `verify`: opens the store, verifies it, and prints one JSON object with the
+/// time taken and this process's peak resident memory.
+pub async fn verify_process(url: &str) -> anyhow::Result<Value> {
+    let store = Store::open(url, giamsat_store::StoreOptions::default()).await?;
+    let start = Instant::now();
+    let report = store.verify().await?;
+    let seconds = start.elapsed().as_secs_f64();
+    store.close().await;
+    Ok(json!({
+        "intact": report.is_intact(),
+        "events_checked": report.events_checked,
+        "seconds": seconds,
+        "vmhwm_mib": proc_status_mib("VmHWM"),
+    }))
 }
 
 /// One subscriber following the log while one writer appends one event per call at `rate`/s.

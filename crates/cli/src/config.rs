@@ -32,6 +32,8 @@ pub struct StoreConfig {
     #[serde(deserialize_with = "duration")]
     pub poll_interval: Duration,
     pub subscription_batch: usize,
+    #[serde(deserialize_with = "size")]
+    pub sqlite_cache_size: usize,
 }
 
 impl Default for StoreConfig {
@@ -46,6 +48,7 @@ impl Default for StoreConfig {
             max_connections: o.max_connections,
             poll_interval: o.poll_interval,
             subscription_batch: o.subscription_batch,
+            sqlite_cache_size: o.sqlite_cache_bytes,
         }
     }
 }
@@ -60,6 +63,7 @@ impl StoreConfig {
             max_connections: self.max_connections,
             poll_interval: self.poll_interval,
             subscription_batch: self.subscription_batch,
+            sqlite_cache_bytes: self.sqlite_cache_size,
         }
     }
 }

@@ -32,6 +32,8 @@ pub(crate) trait WriteBackend: Send + Sync + 'static {
     type Tx: WriteTx;
     /// Begins a transaction that holds the log's writer lock until it ends.
     async fn begin(&self) -> Result<Self::Tx, StoreError>;
+    /// Closes the appender's connections once the queue is drained.
+    async fn close(&self);
 }
 
 /// What the appender needs to know before it plans a batch, read in the transaction.
@@ -90,6 +92,7 @@ pub(crate) async fn run<B: WriteBackend>(
         let requests = std::mem::take(&mut batch);
         process(&backend, requests, &commits).await;
     }
+    backend.close().await;
 }
 
 async fn process<B: WriteBackend>(

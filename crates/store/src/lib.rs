@@ -49,6 +49,8 @@ pub struct StoreOptions {
     pub poll_interval: Duration,
     /// Events a subscription fetches per read; also the most it holds in memory.
     pub subscription_batch: usize,
+    /// SQLite page cache per connection, in bytes.
+    pub sqlite_cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -61,6 +63,7 @@ impl Default for StoreOptions {
             max_connections: 8,
             poll_interval: Duration::from_millis(500),
             subscription_batch: 512,
+            sqlite_cache_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -267,6 +267,11 @@ struct Tx {
 #[async_trait]
 impl WriteBackend for Backend {
     type Tx = Tx;
+    async fn close(&self) {
+        // The pool is shared with reads and the commit listener; `PostgresStore::close` closes
+        // it after stopping the listener, whose connection would otherwise hold the close up.
+    }
+
     async fn begin(&self) -> Result<Tx, StoreError> {
         // The lock is taken in the same round trip as BEGIN, and before the head is read in a
         // later statement, whose snapshot therefore includes the previous holder's commit.

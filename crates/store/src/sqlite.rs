@@ -64,17 +64,30 @@ impl SqliteStore {
             // indexes) are rewritten many times between checkpoints, so fewer, larger checkpoints
             // write much less. Measured: commits 0.55 ms instead of 1.07 ms with 16 writers.
             .pragma("wal_autocheckpoint", "10000");
+        // The appender's own connection gets a large page cache (a negative size is in KiB):
+        // with the default 2 MiB, appends to many concurrent streams re-read index pages from
+        // the OS (measured: 12,700 events/s with 16 writers at 2 MiB, 16,000 at 16 MiB). Read
+        // connections keep the default, so a long scan such as verify stays small.
+        let writer_connect = connect.clone().pragma(
+            "cache_size",
+            format!("-{}", (options.sqlite_cache_bytes / 1024).max(64)),
+        );
         // No ping before each acquire: it is a round trip to the connection's worker thread on
         // every append, and a local file has no connection to lose.
+        let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
+            .max_connections(1)
+            .connect_with(writer_connect)
+            .await
+            .map_err(StoreError::db("opening the SQLite database"))?;
+        check_schema(&writer).await?;
+        migrator().run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(options.max_connections.max(2))
             .connect_with(connect)
             .await
             .map_err(StoreError::db("opening the SQLite database"))?;
-
-        check_schema(&pool).await?;
-        migrator().run(&pool).await?;
 
         let head = {
             let mut conn = pool
@@ -86,7 +99,7 @@ impl SqliteStore {
         let (commits_tx, commits) = watch::channel(head);
         let (sender, queue) = mpsc::channel(options.queue_capacity.max(1));
         let task = tokio::spawn(appender::run(
-            Backend { pool: pool.clone() },
+            Backend { pool: writer },
             queue,
             commits_tx,
             options.max_batch.max(1),
@@ -218,6 +231,10 @@ struct Tx {
 #[async_trait]
 impl WriteBackend for Backend {
     type Tx = Tx;
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn begin(&self) -> Result<Tx, StoreError> {
         let tx = self
             .pool

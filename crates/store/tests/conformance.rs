@@ -1033,7 +1033,10 @@ async fn one_append_larger_than_statement_limits(db: TestDb) {
         .append(&s, ExpectedVersion::NoStream, events.clone())
         .await
         .expect("bulk append");
-    assert_eq!((r.first_position, r.last_position, r.stream_version), (2, 20_001, 20_000));
+    assert_eq!(
+        (r.first_position, r.last_position, r.stream_version),
+        (2, 20_001, 20_000)
+    );
     let again = store
         .append(&s, ExpectedVersion::NoStream, events)
         .await
