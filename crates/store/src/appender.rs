@@ -55,9 +55,10 @@ pub(crate) trait WriteTx: Send {
     /// Reads the head, the versions of `streams` and the stored events among `ids`; backends do
     /// this in as few round trips as they can, because it is paid on every commit.
     async fn snapshot(&mut self, streams: &[&str], ids: &[Uuid]) -> Result<Snapshot, StoreError>;
-    async fn insert(&mut self, rows: &[RecordedEvent]) -> Result<(), StoreError>;
-    /// Commits; `head` is the new newest position (PostgreSQL announces it to other processes).
-    async fn commit(self, head: Position) -> Result<(), StoreError>;
+    /// Inserts `rows` (possibly none) and commits, in as few round trips as the backend can.
+    async fn commit(&mut self, rows: &[RecordedEvent]) -> Result<(), StoreError>;
+    /// Ends the transaction without writing; called after any error.
+    async fn rollback(self);
 }
 
 /// Runs until every sender is dropped and the queue is empty.
@@ -158,7 +159,23 @@ async fn attempt<B: WriteBackend>(
         .collect();
 
     let mut tx = backend.begin().await?;
-    let snapshot = tx.snapshot(&streams, &ids).await?;
+    match plan_and_commit(&mut tx, requests, &streams, &ids).await {
+        Ok(done) => Ok(done),
+        Err(error) => {
+            tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+/// Reads the snapshot, decides every request of the batch, writes the accepted ones and commits.
+async fn plan_and_commit<T: WriteTx>(
+    tx: &mut T,
+    requests: &[Request],
+    streams: &[&str],
+    ids: &[Uuid],
+) -> Result<(Outcomes, Position), StoreError> {
+    let snapshot = tx.snapshot(streams, ids).await?;
     let (mut head, mut last_hash, mut versions) = (snapshot.head, snapshot.hash, snapshot.versions);
     let mut known: HashMap<Uuid, RecordedEvent> = snapshot
         .existing
@@ -221,10 +238,7 @@ async fn attempt<B: WriteBackend>(
         }));
     }
 
-    if !rows.is_empty() {
-        tx.insert(&rows).await?;
-    }
-    tx.commit(head).await?;
+    tx.commit(&rows).await?;
     Ok((outcomes, head))
 }
 

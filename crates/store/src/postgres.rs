@@ -260,8 +260,14 @@ struct Backend {
 }
 
 struct Tx {
-    tx: Transaction<'static, Postgres>,
+    tx: Option<Transaction<'static, Postgres>>,
     channel: String,
+}
+
+impl Tx {
+    fn conn(&mut self) -> Result<&mut sqlx::PgConnection, StoreError> {
+        self.tx.as_deref_mut().ok_or(StoreError::Closed)
+    }
 }
 
 #[async_trait]
@@ -287,7 +293,7 @@ impl WriteBackend for Backend {
             .await
             .map_err(StoreError::db("beginning an append transaction"))?;
         Ok(Tx {
-            tx,
+            tx: Some(tx),
             channel: self.channel.clone(),
         })
     }
@@ -311,7 +317,7 @@ impl WriteTx for Tx {
         )))
         .bind(streams)
         .bind(ids.to_vec())
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn()?)
         .await
         .map_err(StoreError::db(
             "reading the head, stream versions and event ids",
@@ -334,6 +340,24 @@ impl WriteTx for Tx {
         Ok(snapshot)
     }
 
+    async fn commit(&mut self, rows: &[RecordedEvent]) -> Result<(), StoreError> {
+        if !rows.is_empty() {
+            self.insert(rows).await?;
+        }
+        let tx = self.tx.take().ok_or(StoreError::Closed)?;
+        tx.commit()
+            .await
+            .map_err(StoreError::db("committing an append"))
+    }
+
+    async fn rollback(mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.rollback().await;
+        }
+    }
+}
+
+impl Tx {
     async fn insert(&mut self, rows: &[RecordedEvent]) -> Result<(), StoreError> {
         let n = rows.len();
         let mut position = Vec::with_capacity(n);
@@ -381,17 +405,10 @@ impl WriteTx for Tx {
         .bind(hash)
         .bind(&self.channel)
         .bind(head.to_string())
-        .execute(&mut *self.tx)
+        .execute(self.conn()?)
         .await
         .map_err(StoreError::db("inserting events"))?;
         Ok(())
-    }
-
-    async fn commit(self, _head: Position) -> Result<(), StoreError> {
-        self.tx
-            .commit()
-            .await
-            .map_err(StoreError::db("committing an append"))
     }
 }
 

@@ -169,6 +169,7 @@ conformance!(
     newer_schema_is_refused,
     read_all_filters_and_limits,
     one_append_larger_than_statement_limits,
+    database_failure_fails_only_its_own_request,
 );
 
 async fn appends_and_reads_streams(db: TestDb) {
@@ -1046,5 +1047,60 @@ async fn one_append_larger_than_statement_limits(db: TestDb) {
     let report = store.verify().await.expect("verify");
     assert!(report.is_intact());
     assert_eq!(report.events_checked, 20_001);
+    store.close().await;
+}
+
+async fn database_failure_fails_only_its_own_request(db: TestDb) {
+    let store = db.open().await;
+    append_one(&store, "before", 0).await;
+    // A trigger (installed behind the store's back) makes the database refuse one event type, so
+    // a batch containing it fails inside the transaction, after the snapshot was read.
+    let boom: &[&str] = match db.kind {
+        Kind::Sqlite => &[
+            "CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.event_type = 'Boom' \
+             BEGIN SELECT RAISE(ABORT, 'boom refused'); END",
+        ],
+        Kind::Postgres => &[
+            "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.event_type = 'Boom' THEN RAISE EXCEPTION 'boom refused'; END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER boom BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION boom()",
+        ],
+    };
+    db.raw(boom).await;
+    let mut tasks = Vec::new();
+    for i in 0..24u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let kind = if i == 11 { "Boom" } else { "Fine" };
+            let s = stream(&format!("s-{i}"));
+            (
+                i,
+                store
+                    .append(&s, ExpectedVersion::NoStream, vec![event(kind, i)])
+                    .await,
+            )
+        }));
+    }
+    for t in tasks {
+        let (i, result) = t.await.expect("join");
+        if i == 11 {
+            let err = result.expect_err("refused by the database");
+            assert!(err.to_string().contains("boom refused"), "{err}");
+        } else {
+            result.expect("the other appends of the batch commit");
+        }
+    }
+    // The writer connection is not left inside a transaction: later appends work.
+    let r = store
+        .append(
+            &stream("after"),
+            ExpectedVersion::NoStream,
+            vec![event("Fine", 99)],
+        )
+        .await
+        .expect("append after a failed batch");
+    assert_eq!(r.last_position, 25);
+    assert!(store.verify().await.expect("verify").is_intact());
     store.close().await;
 }
