@@ -1,0 +1,543 @@
+//! Loading and validating a definition. A definition is read from a [`Bundle`]: the YAML text and
+//! the schema files it names, all as text, so that the exact content can be hashed, stored in the
+//! log when a case starts, and loaded again later without touching the file system.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+use serde_saphyr::Spanned;
+use sha2::{Digest, Sha256};
+
+use crate::definition::{
+    Command, Condition, Definition, Effect, EntitySource, Operand, Place, SchemaRef, WarningKind,
+};
+
+/// The texts a definition is made of: the YAML file and the files it refers to, by the path
+/// written in the definition (relative to the definition's folder).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bundle {
+    /// Where the definition was read from, for messages (e.g. `workflows/x/workflow.yaml`).
+    pub origin: String,
+    pub text: String,
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
+impl Bundle {
+    /// SHA-256 over the definition and its files, each length-prefixed, in path order.
+    pub fn content_hash(&self) -> String {
+        let mut h = Sha256::new();
+        let mut part = |s: &str| {
+            h.update((s.len() as u64).to_be_bytes());
+            h.update(s.as_bytes());
+        };
+        part(&self.text);
+        for (path, text) in &self.files {
+            part(path);
+            part(text);
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// One thing wrong with a definition, with its place when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub origin: String,
+    pub place: Option<Place>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.place {
+            Some(p) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.origin, p.line, p.column, self.message
+            ),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+/// Every problem found in a definition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A validated definition with its compiled schemas.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub definition: Arc<Definition>,
+    pub bundle: Arc<Bundle>,
+    /// The content hash a case pins.
+    pub hash: String,
+    pub start_schema: Arc<Value>,
+    pub input_schemas: Arc<BTreeMap<String, Value>>,
+}
+
+impl Workflow {
+    pub fn name(&self) -> &str {
+        &self.definition.name.value
+    }
+
+    pub fn version(&self) -> u32 {
+        self.definition.version
+    }
+
+    pub fn command(&self, id: &str) -> Option<&Command> {
+        self.definition.commands.iter().find(|c| c.id.value == id)
+    }
+
+    /// The default value of a parameter, overridden by the case's `parameters` start data.
+    pub fn parameter(&self, id: &str, case_data: &Value) -> Option<Value> {
+        case_data
+            .pointer(&format!("/parameters/{id}"))
+            .cloned()
+            .or_else(|| {
+                self.definition
+                    .parameters
+                    .iter()
+                    .find(|p| p.id.value == id)
+                    .map(|p| p.default.clone())
+            })
+    }
+}
+
+/// Parses and validates a bundle; every problem is reported, not just the first.
+pub fn load(bundle: Bundle) -> Result<Workflow, Problems> {
+    let origin = bundle.origin.clone();
+    let definition: Definition = serde_saphyr::from_str(&bundle.text).map_err(|e| {
+        let place = e.location().map(|l| Place {
+            line: l.line(),
+            column: l.column(),
+        });
+        Problems(vec![Problem {
+            origin: origin.clone(),
+            place,
+            message: strip_location(&first_line(&e.to_string())),
+        }])
+    })?;
+    let mut v = Validator::new(&definition, &origin);
+    v.check();
+    let start_schema = v.schema("start.schema", &definition.start.schema, &bundle);
+    let mut input_schemas = BTreeMap::new();
+    for command in &definition.commands {
+        let schema = match &command.input {
+            Some(s) => v.schema(&format!("command {}", command.id.value), s, &bundle),
+            None => Some(serde_json::json!({"type": "object"})),
+        };
+        if let Some(schema) = schema {
+            input_schemas.insert(command.id.value.clone(), schema);
+        }
+    }
+    if !v.problems.is_empty() {
+        return Err(Problems(v.problems));
+    }
+    let hash = bundle.content_hash();
+    Ok(Workflow {
+        definition: Arc::new(definition),
+        bundle: Arc::new(bundle),
+        hash,
+        start_schema: Arc::new(start_schema.unwrap_or(Value::Null)),
+        input_schemas: Arc::new(input_schemas),
+    })
+}
+
+/// The parser's message repeats the place the problem line already starts with.
+fn strip_location(text: &str) -> String {
+    let text = text.strip_prefix("error: ").unwrap_or(text);
+    match text.strip_prefix("line ") {
+        Some(rest) => rest
+            .split_once(": ")
+            .map_or(text, |(_, message)| message)
+            .to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(text)
+        .to_owned()
+}
+
+struct Validator<'a> {
+    def: &'a Definition,
+    origin: &'a str,
+    problems: Vec<Problem>,
+    stages: BTreeSet<&'a str>,
+    roles: BTreeSet<&'a str>,
+    events: BTreeSet<&'a str>,
+    commands: BTreeSet<&'a str>,
+    documents: BTreeSet<&'a str>,
+    collections: BTreeMap<&'a str, BTreeSet<&'a str>>,
+}
+
+impl<'a> Validator<'a> {
+    fn new(def: &'a Definition, origin: &'a str) -> Validator<'a> {
+        Validator {
+            def,
+            origin,
+            problems: Vec::new(),
+            stages: BTreeSet::new(),
+            roles: BTreeSet::new(),
+            events: BTreeSet::new(),
+            commands: BTreeSet::new(),
+            documents: BTreeSet::new(),
+            collections: BTreeMap::new(),
+        }
+    }
+
+    fn problem(&mut self, place: Option<Place>, message: String) {
+        self.problems.push(Problem {
+            origin: self.origin.to_owned(),
+            place,
+            message,
+        });
+    }
+
+    /// Records ids of one kind, reporting duplicates and malformed ids.
+    fn declare<'s>(
+        &mut self,
+        kind: &str,
+        ids: impl Iterator<Item = &'s Spanned<String>>,
+    ) -> BTreeSet<&'s str> {
+        let mut seen = BTreeSet::new();
+        for id in ids {
+            let valid = !id.value.is_empty()
+                && id
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                self.problem(
+                    Some(Place::of(id)),
+                    format!(
+                        "{kind} id {:?} must be ASCII letters, digits, '_' or '-'",
+                        id.value
+                    ),
+                );
+            }
+            if !seen.insert(id.value.as_str()) {
+                self.problem(
+                    Some(Place::of(id)),
+                    format!("{kind} {:?} is declared twice", id.value),
+                );
+            }
+        }
+        seen
+    }
+
+    fn known(&mut self, kind: &str, set: &BTreeSet<&str>, id: &Spanned<String>, expected: &str) {
+        if !set.contains(id.value.as_str()) {
+            let list: Vec<&str> = set.iter().copied().collect();
+            self.problem(
+                Some(Place::of(id)),
+                format!(
+                    "unknown {kind} {:?}; expected {expected}: {}",
+                    id.value,
+                    list.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn stage(&mut self, id: &Spanned<String>) {
+        let stages = self.stages.clone();
+        self.known("stage", &stages, id, "one of the declared stages");
+    }
+
+    fn event(&mut self, id: &Spanned<String>) {
+        let events = self.events.clone();
+        self.known("event type", &events, id, "one of the declared events");
+    }
+
+    fn collection(&mut self, id: &Spanned<String>) -> Option<BTreeSet<&'a str>> {
+        let names: BTreeSet<&str> = self.collections.keys().copied().collect();
+        self.known(
+            "entity collection",
+            &names,
+            id,
+            "one of the declared entities",
+        );
+        self.collections.get(id.value.as_str()).cloned()
+    }
+
+    fn states(&mut self, collection: &Spanned<String>, states: &[&Spanned<String>]) {
+        if let Some(known) = self.collection(collection) {
+            for s in states {
+                self.known(
+                    &format!("state of {}", collection.value),
+                    &known,
+                    s,
+                    "one of its states",
+                );
+            }
+        }
+    }
+
+    fn check(&mut self) {
+        let def = self.def;
+        self.stages = self.declare("stage", def.stages.iter().map(|s| &s.id));
+        self.roles = self.declare("role", def.roles.iter().map(|r| &r.id));
+        self.events = self.declare("event", def.events.iter().map(|e| &e.event_type));
+        self.commands = self.declare("command", def.commands.iter().map(|c| &c.id));
+        self.documents = self.declare("document", def.documents.iter().map(|d| &d.id));
+        self.declare("parameter", def.parameters.iter().map(|p| &p.id));
+        self.declare("timer", def.timers.iter().map(|t| &t.id));
+        self.declare("notification", def.notifications.iter().map(|n| &n.id));
+        let collection_ids = self.declare("entity collection", def.entities.iter().map(|c| &c.id));
+        drop(collection_ids);
+        for c in &def.entities {
+            let states = self.declare(
+                &format!("state of {}", c.id.value),
+                c.states.iter().map(|s| &s.id),
+            );
+            if states.is_empty() {
+                self.problem(
+                    Some(Place::of(&c.id)),
+                    format!("entity collection {:?} declares no states", c.id.value),
+                );
+            }
+            self.collections.insert(c.id.value.as_str(), states);
+        }
+        if def.stages.is_empty() {
+            self.problem(None, "a workflow needs at least one stage".to_owned());
+        }
+
+        self.event(&def.start.event);
+        self.stage(&def.start.stage);
+        for source in &def.start.entities {
+            self.entity_source(source);
+        }
+        for command in &def.commands {
+            self.command(command);
+        }
+        for t in &def.transitions {
+            self.stage(&t.from);
+            self.stage(&t.to);
+            self.condition(&t.when);
+        }
+        for w in &def.warnings {
+            if let Some(each) = &w.each {
+                self.collection(each);
+            }
+            for s in &w.stages {
+                self.stage(s);
+            }
+            if let WarningKind::MinDaysBetween {
+                days: Operand::Pointer(p),
+                ..
+            } = &w.rule
+            {
+                self.pointer(p, None);
+            }
+        }
+        let commands = self.commands.clone();
+        for t in &def.timers {
+            self.known(
+                "command",
+                &commands,
+                &t.command,
+                "one of the declared commands",
+            );
+            if let Some(each) = &t.each {
+                self.collection(each);
+            }
+        }
+        for d in &def.documents {
+            for e in &d.on {
+                self.event(e);
+            }
+        }
+        let documents = self.documents.clone();
+        for n in &def.notifications {
+            for e in &n.on {
+                self.event(e);
+            }
+            for a in &n.attach {
+                self.known("document", &documents, a, "one of the declared documents");
+            }
+        }
+    }
+
+    fn entity_source(&mut self, source: &EntitySource) {
+        self.states(&source.collection, &[&source.state]);
+        self.pointer(&source.from, Some(&source.collection));
+        self.pointer(&source.key, Some(&source.collection));
+    }
+
+    fn pointer(&mut self, pointer: &str, near: Option<&Spanned<String>>) {
+        if !pointer.starts_with('/') {
+            self.problem(
+                near.map(Place::of),
+                format!("{pointer:?} is not a JSON pointer (it must start with '/')"),
+            );
+        }
+    }
+
+    fn command(&mut self, command: &Command) {
+        let roles = self.roles.clone();
+        for r in &command.roles {
+            self.known("role", &roles, r, "one of the declared roles");
+        }
+        if command.stages.is_empty() {
+            self.problem(
+                Some(Place::of(&command.id)),
+                format!("command {:?} runs in no stage", command.id.value),
+            );
+        }
+        for s in &command.stages {
+            self.stage(s);
+        }
+        self.event(&command.emit);
+        if let Some(target) = &command.target {
+            let states: Vec<&Spanned<String>> = target.states.iter().collect();
+            self.states(&target.collection, &states);
+            self.pointer(&target.key, Some(&command.id));
+        }
+        for check in &command.checks {
+            self.condition(&check.require);
+        }
+        for effect in &command.effects {
+            self.effect(command, effect);
+        }
+    }
+
+    fn effect(&mut self, command: &Command, effect: &Effect) {
+        if let Some(when) = &effect.when {
+            self.condition(when);
+        }
+        if let Some(stage) = &effect.stage {
+            self.stage(stage);
+        }
+        let touches_target = effect.target_state.is_some() || !effect.set_target.is_empty();
+        match (&command.target, touches_target) {
+            (None, true) => self.problem(
+                Some(Place::of(&command.id)),
+                format!(
+                    "command {:?} changes its target but declares no target",
+                    command.id.value
+                ),
+            ),
+            (Some(target), _) => {
+                if let Some(state) = &effect.target_state {
+                    self.states(&target.collection, &[state]);
+                }
+            }
+            _ => {}
+        }
+        for pointer in effect.set_target.values().chain(effect.set_case.values()) {
+            self.pointer(pointer, Some(&command.id));
+        }
+        if let Some(m) = &effect.move_all {
+            let mut states: Vec<&Spanned<String>> = m.states.iter().collect();
+            states.push(&m.to);
+            self.states(&m.collection, &states);
+        }
+        if let Some(create) = &effect.create {
+            self.entity_source(create);
+        }
+    }
+
+    fn condition(&mut self, condition: &Condition) {
+        match condition {
+            Condition::Stage(s) => self.stage(s),
+            Condition::StageIn(list) => {
+                for s in list {
+                    self.stage(s);
+                }
+            }
+            Condition::All(list) | Condition::Any(list) => {
+                for c in list {
+                    self.condition(c);
+                }
+            }
+            Condition::Not(c) => self.condition(c),
+            Condition::Every(es) | Condition::Some(es) | Condition::None(es) => {
+                let states: Vec<&Spanned<String>> = es.states.iter().collect();
+                self.states(&es.collection, &states);
+            }
+            Condition::Exists(p) => self.pointer(p, None),
+            Condition::Compare(c) => {
+                for operand in [&c.left, &c.right] {
+                    if let Operand::Pointer(p) = operand {
+                        self.pointer(p, None);
+                    }
+                }
+            }
+            Condition::Each(each) => {
+                self.pointer(&each.array, None);
+                self.condition(&each.require);
+            }
+        }
+    }
+
+    /// Resolves and compiles a schema; `None` (with a problem recorded) when it is unusable.
+    fn schema(&mut self, what: &str, schema: &SchemaRef, bundle: &Bundle) -> Option<Value> {
+        let value = match schema {
+            SchemaRef::Inline(v) => v.clone(),
+            SchemaRef::File(path) => {
+                let Some(text) = bundle.files.get(path) else {
+                    self.problem(None, format!("{what}: schema file {path:?} is missing"));
+                    return None;
+                };
+                match serde_json::from_str(text) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.problems.push(Problem {
+                            origin: path.clone(),
+                            place: Some(Place {
+                                line: e.line() as u64,
+                                column: e.column() as u64,
+                            }),
+                            message: format!("{what}: invalid JSON: {e}"),
+                        });
+                        return None;
+                    }
+                }
+            }
+        };
+        if let Err(e) = jsonschema::validator_for(&value) {
+            self.problem(None, format!("{what}: invalid JSON Schema: {e}"));
+            return None;
+        }
+        Some(value)
+    }
+}
+
+/// The schema files a definition text names, so a caller can read them into the bundle.
+pub fn referenced_files(text: &str) -> Vec<String> {
+    let Ok(definition) = serde_saphyr::from_str::<Definition>(text) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    if let SchemaRef::File(p) = &definition.start.schema {
+        files.push(p.clone());
+    }
+    for c in &definition.commands {
+        if let Some(SchemaRef::File(p)) = &c.input {
+            files.push(p.clone());
+        }
+    }
+    files.sort();
+    files.dedup();
+    files
+}

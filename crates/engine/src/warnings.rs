@@ -1,0 +1,136 @@
+//! Warnings on a case: things that are not errors but that a person should look at (a visit on a
+//! day off, a notice sent too late). They are computed from the state, never stored.
+
+use chrono::{Datelike, NaiveDate, Weekday};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::case::CaseState;
+use crate::definition::{Operand, WarningKind, WarningRule};
+use crate::load::Workflow;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    pub message: String,
+    pub message_en: String,
+}
+
+/// Monday to Friday. The holiday calendar replaces this when it exists.
+pub fn is_working_day(date: NaiveDate) -> bool {
+    !matches!(date.weekday(), Weekday::Sat | Weekday::Sun)
+}
+
+/// Reads `YYYY-MM-DD`, also as the start of a date-time.
+fn date_at(context: &Value, pointer: &str) -> Option<NaiveDate> {
+    let text = context.pointer(pointer)?.as_str()?;
+    NaiveDate::parse_from_str(text.get(..10)?, "%Y-%m-%d").ok()
+}
+
+fn fill(template: &str, values: &[(&str, String)]) -> String {
+    let mut out = template.to_owned();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{name}}}"), value);
+    }
+    out
+}
+
+/// Every warning the definition's rules raise for this case.
+pub fn warnings(workflow: &Workflow, state: &CaseState) -> Vec<Warning> {
+    let mut params = serde_json::Map::new();
+    for p in &workflow.definition.parameters {
+        if let Some(v) = workflow.parameter(&p.id.value, &state.data) {
+            params.insert(p.id.value.clone(), v);
+        }
+    }
+    let base = json!({ "case": state.data, "stage": state.stage, "params": params });
+    let mut out = Vec::new();
+    for rule in &workflow.definition.warnings {
+        if !rule.stages.is_empty() && !rule.stages.iter().any(|s| s.value == state.stage) {
+            continue;
+        }
+        match &rule.each {
+            None => out.extend(check(rule, &base, None)),
+            Some(collection) => {
+                for (key, entity) in state.entities.get(&collection.value).into_iter().flatten() {
+                    let mut context = base.clone();
+                    let mut target = entity.data.clone();
+                    if let Value::Object(map) = &mut target {
+                        map.insert("key".to_owned(), Value::String(key.clone()));
+                        map.insert("state".to_owned(), Value::String(entity.state.clone()));
+                    }
+                    context["target"] = target;
+                    out.extend(check(
+                        rule,
+                        &context,
+                        Some(format!("{}/{key}", collection.value)),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check(rule: &WarningRule, context: &Value, entity: Option<String>) -> Option<Warning> {
+    let key = context
+        .pointer("/target/key")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let values = match &rule.rule {
+        WarningKind::NotWorkingDay { date } => {
+            let day = date_at(context, date)?;
+            if is_working_day(day) {
+                return None;
+            }
+            vec![("date", day.format("%d/%m/%Y").to_string()), ("key", key)]
+        }
+        WarningKind::MinDaysBetween { from, to, days } => {
+            let (a, b) = (date_at(context, from)?, date_at(context, to)?);
+            let minimum = match days {
+                Operand::Pointer(p) => context.pointer(p)?.as_i64()?,
+                Operand::Literal { value } => value.as_i64()?,
+            };
+            let actual = (b - a).num_days();
+            if actual >= minimum {
+                return None;
+            }
+            vec![
+                ("from", a.format("%d/%m/%Y").to_string()),
+                ("to", b.format("%d/%m/%Y").to_string()),
+                ("days", actual.to_string()),
+                ("minimum", minimum.to_string()),
+                ("key", key),
+            ]
+        }
+    };
+    Some(Warning {
+        code: rule.code.clone(),
+        entity,
+        message: fill(&rule.message.vi, &values),
+        message_en: fill(&rule.message.en, &values),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weekends_are_not_working_days() {
+        let saturday = NaiveDate::from_ymd_opt(2024, 4, 20).expect("date");
+        assert!(!is_working_day(saturday));
+        assert!(is_working_day(saturday + chrono::Days::new(2)));
+    }
+
+    #[test]
+    fn dates_are_read_from_date_times_too() {
+        let c = json!({"a": "2024-04-24T07:30:00+07:00", "b": "2024-04-25"});
+        assert_eq!(date_at(&c, "/a"), NaiveDate::from_ymd_opt(2024, 4, 24));
+        assert_eq!(date_at(&c, "/b"), NaiveDate::from_ymd_opt(2024, 4, 25));
+        assert_eq!(date_at(&c, "/missing"), None);
+    }
+}
