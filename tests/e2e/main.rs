@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `giamsat` binary, run as a user runs it, against real SQLite files
 //! and (when `GIAMSAT_TEST_POSTGRES_URL` is set) a real PostgreSQL.
 
+mod cases_cli;
 mod events_cli;
 mod support;

@@ -15,7 +15,22 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/giamsat.toml";
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Config {
     pub store: StoreConfig,
+    pub workflows: WorkflowsConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct WorkflowsConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for WorkflowsConfig {
+    fn default() -> Self {
+        WorkflowsConfig {
+            dir: PathBuf::from("workflows"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +211,7 @@ mod tests {
             format!("{:?}", defaults.store)
         );
         assert_eq!(format!("{:?}", parsed.log), format!("{:?}", defaults.log));
+        assert_eq!(parsed.workflows.dir, defaults.workflows.dir);
     }
 
     #[test]

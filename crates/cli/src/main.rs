@@ -2,9 +2,11 @@
 //! one command; the rules live in the library crates. Errors go to standard error with a non-zero
 //! exit code; nothing panics on bad input.
 
+mod cases;
 mod config;
 mod events;
 mod output;
+mod workflows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +37,10 @@ struct Cli {
     #[arg(long, global = true, env = "GIAMSAT_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Folder of workflow definitions [default: the configuration's workflows.dir]
+    #[arg(long, global = true, env = "GIAMSAT_WORKFLOWS", value_name = "DIR")]
+    workflows: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +52,12 @@ enum Command {
     Events(events::EventsCommand),
     /// Check the hash chain of the whole log (exit 3 and the first bad position when broken)
     Verify(events::VerifyArgs),
+    /// Check, list and draw workflow definitions
+    #[command(subcommand)]
+    Workflow(workflows::WorkflowCommand),
+    /// Start cases, run their commands, show them (a rejected command exits with 2)
+    #[command(subcommand)]
+    Case(cases::CaseCommand),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +103,15 @@ fn init_logging(config: &Config) {
 }
 
 async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
+    let root = cli
+        .workflows
+        .clone()
+        .unwrap_or_else(|| config.workflows.dir.clone());
+    // Definitions need no database.
+    let cli = match cli.command {
+        Command::Workflow(command) => return workflows::run(&root, command),
+        _ => cli,
+    };
     let url = cli.db.clone().unwrap_or_else(|| config.store.url.clone());
     let store = Store::open(&url, config.store.options())
         .await
@@ -103,6 +124,8 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     let result = match cli.command {
         Command::Events(command) => events::run(&store, command).await,
         Command::Verify(args) => events::verify(&store, args).await,
+        Command::Case(command) => cases::run(&store, &root, command).await,
+        Command::Workflow(_) => Ok(ExitCode::SUCCESS),
     };
     store.close().await;
     result

@@ -112,13 +112,25 @@ fn at_text(at: &DateTime<FixedOffset>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn event_id(command: Uuid, index: usize) -> Uuid {
+/// The id of the `index`-th event a command produces: derived, so a retried command produces the
+/// same ids and the store recognises the retry.
+pub fn event_id(command: Uuid, index: usize) -> Uuid {
     Uuid::new_v5(&command, format!("event-{index}").as_bytes())
+}
+
+/// Compiles a schema with `format` checked (draft 2020-12 treats it as a label by default, which
+/// would let "25/3/2024" through as a `date`).
+pub(crate) fn compile(
+    schema: &Value,
+) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(schema)
 }
 
 /// Checks `input` against a JSON Schema; the error names the JSON path.
 fn schema_errors(schema: &Value, input: &Value) -> Option<(String, String)> {
-    let validator = jsonschema::validator_for(schema).ok()?;
+    let validator = compile(schema).ok()?;
     let error = validator.iter_errors(input).next()?;
     let path = error.instance_path().to_string();
     Some((
@@ -161,7 +173,8 @@ pub fn start(
         ));
     }
     let at = at_text(&request.at);
-    let context = json!({ "input": input, "case": input, "now": at, "stage": "" });
+    let today = at.get(..10).unwrap_or_default().to_owned();
+    let context = json!({ "input": input, "case": input, "now": at, "today": today, "stage": "" });
     let mut effects = vec![AppliedEffect::Stage {
         from: String::new(),
         to: def.start.stage.value.clone(),
@@ -312,6 +325,7 @@ pub fn decide(
         "case": state.data,
         "stage": state.stage,
         "now": at,
+        "today": at.get(..10).unwrap_or_default(),
         "actor": request.actor,
         "params": params,
     });

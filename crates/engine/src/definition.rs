@@ -203,7 +203,9 @@ pub struct Check {
 }
 
 /// A condition over the command's context document:
-/// `{input, case, target, stage, now, actor, params, item}`.
+/// `{input, case, target, stage, now, today, actor, params, item}`. `now` is the command's time
+/// (RFC 3339, in the caller's offset, which the CLI sets to the workflow's zone); `today` is its
+/// date (`YYYY-MM-DD`), the one to compare with date fields such as deadlines.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum Condition {

@@ -17,7 +17,7 @@ mod warnings;
 pub use case::{
     Actor, AppliedEffect, CaseEvent, CaseEventData, CaseState, Entity, Pin, StageChange,
 };
-pub use decide::{ADMIN_ROLE, CommandRequest, Rejection, decide, holds, nfc, start};
+pub use decide::{ADMIN_ROLE, CommandRequest, Rejection, decide, event_id, holds, nfc, start};
 pub use definition::*;
 pub use load::{Bundle, Problem, Problems, Workflow, load, referenced_files};
 pub use warnings::{Warning, is_working_day, warnings};

@@ -515,7 +515,7 @@ impl<'a> Validator<'a> {
                 }
             }
         };
-        if let Err(e) = jsonschema::validator_for(&value) {
+        if let Err(e) = crate::decide::compile(&value) {
             self.problem(None, format!("{what}: invalid JSON Schema: {e}"));
             return None;
         }

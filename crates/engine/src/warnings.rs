@@ -29,6 +29,17 @@ fn date_at(context: &Value, pointer: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(text.get(..10)?, "%Y-%m-%d").ok()
 }
 
+/// `d/m/yyyy` as Vietnamese documents print it: two-digit days, and a leading zero on the month
+/// only for January and February (Nghị định 30/2020).
+fn vn_date(date: NaiveDate) -> String {
+    let month = date.month();
+    if month <= 2 {
+        format!("{:02}/{:02}/{}", date.day(), month, date.year())
+    } else {
+        format!("{:02}/{}/{}", date.day(), month, date.year())
+    }
+}
+
 fn fill(template: &str, values: &[(&str, String)]) -> String {
     let mut out = template.to_owned();
     for (name, value) in values {
@@ -86,7 +97,7 @@ fn check(rule: &WarningRule, context: &Value, entity: Option<String>) -> Option<
             if is_working_day(day) {
                 return None;
             }
-            vec![("date", day.format("%d/%m/%Y").to_string()), ("key", key)]
+            vec![("date", vn_date(day)), ("key", key)]
         }
         WarningKind::MinDaysBetween { from, to, days } => {
             let (a, b) = (date_at(context, from)?, date_at(context, to)?);
@@ -99,8 +110,8 @@ fn check(rule: &WarningRule, context: &Value, entity: Option<String>) -> Option<
                 return None;
             }
             vec![
-                ("from", a.format("%d/%m/%Y").to_string()),
-                ("to", b.format("%d/%m/%Y").to_string()),
+                ("from", vn_date(a)),
+                ("to", vn_date(b)),
                 ("days", actual.to_string()),
                 ("minimum", minimum.to_string()),
                 ("key", key),
@@ -124,6 +135,14 @@ mod tests {
         let saturday = NaiveDate::from_ymd_opt(2024, 4, 20).expect("date");
         assert!(!is_working_day(saturday));
         assert!(is_working_day(saturday + chrono::Days::new(2)));
+    }
+
+    #[test]
+    fn dates_print_as_in_documents() {
+        let d = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("date");
+        assert_eq!(vn_date(d(2024, 4, 20)), "20/4/2024");
+        assert_eq!(vn_date(d(2024, 5, 2)), "02/5/2024");
+        assert_eq!(vn_date(d(2024, 2, 5)), "05/02/2024");
     }
 
     #[test]

@@ -142,7 +142,7 @@ fn the_seed_case_goes_through_every_stage() {
     r.ok(
         "mark_reports_overdue",
         "system:scheduler",
-        "2024-04-20T23:59:59+07:00",
+        "2024-04-21T00:00:00+07:00",
         json!({}),
     );
     assert_eq!(r.state.stage, "reports_due");

@@ -1,0 +1,294 @@
+//! Runs workflow commands against the event store. This is the imperative shell around the pure
+//! engine: it registers the exact definition a case starts on in the log, folds a case's events
+//! into its state, asks the engine to decide, and appends the events with the case's expected
+//! version, retrying when another writer got there first. The CLI and the daemon both use it.
+//!
+//! Streams: `case/<id>` holds a case's events; `workflow/<name>/<hash>` holds the definition
+//! (its YAML and schema files) that cases with that content hash are pinned to, so editing a file
+//! never changes a running case and two versions run side by side.
+
+#![allow(clippy::result_large_err)]
+
+use chrono::{DateTime, FixedOffset};
+use giamsat_engine::{
+    Actor, Bundle, CaseEvent, CaseEventData, CaseState, CommandRequest, Rejection, Workflow,
+    decide, event_id, load, start,
+};
+use giamsat_store::{Direction, Store, StoreError};
+use giamsat_types::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Event type of a registered definition.
+pub const DEFINITION_EVENT: &str = "WorkflowDefinitionRegistered";
+/// How often a command is retried after losing an optimistic-concurrency race.
+const RETRIES: usize = 8;
+const PAGE: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    #[error("{0}")]
+    Rejected(Rejection),
+    #[error("case {0:?} does not exist")]
+    NotFound(String),
+    #[error("invalid case id {id:?}: {reason}")]
+    InvalidId { id: String, reason: String },
+    #[error("the definition {name} {hash} pinned by case {case} is not in the log")]
+    MissingDefinition {
+        case: String,
+        name: String,
+        hash: String,
+    },
+    #[error("the definition stored for {name} {hash} no longer loads: {problems}")]
+    BrokenDefinition {
+        name: String,
+        hash: String,
+        problems: String,
+    },
+    #[error("event {position} of case {case} is not a case event: {reason}")]
+    BadEvent {
+        case: String,
+        position: u64,
+        reason: String,
+    },
+    #[error("case {0:?} kept changing while the command was retried; try again")]
+    Contended(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn case_stream(id: &str) -> Result<StreamId, CaseError> {
+    let valid = !id.is_empty()
+        && id.len() <= 100
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !valid {
+        return Err(CaseError::InvalidId {
+            id: id.to_owned(),
+            reason: "use 1 to 100 ASCII letters, digits, '-', '_' or '.'".to_owned(),
+        });
+    }
+    StreamId::new(format!("case/{id}")).map_err(|e| CaseError::InvalidId {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn definition_stream(name: &str, hash: &str) -> Result<StreamId, CaseError> {
+    StreamId::new(format!("workflow/{name}/{hash}")).map_err(|e| CaseError::InvalidId {
+        id: name.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// A case's state and the events it was folded from.
+#[derive(Debug, Clone)]
+pub struct LoadedCase {
+    pub state: CaseState,
+    pub events: Vec<RecordedEvent>,
+}
+
+/// Reads and folds a case; `None` when it has no events.
+pub async fn load_case(store: &Store, id: &str) -> Result<Option<LoadedCase>, CaseError> {
+    let stream = case_stream(id)?;
+    let mut events = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = store
+            .read_stream(&stream, Direction::Forward, Some(from), PAGE)
+            .await?;
+        let done = page.len() < PAGE;
+        from += page.len() as u64;
+        events.extend(page);
+        if done {
+            break;
+        }
+    }
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let mut state = CaseState {
+        id: id.to_owned(),
+        ..CaseState::default()
+    };
+    for event in &events {
+        let data: CaseEventData =
+            serde_json::from_str(&event.data).map_err(|e| CaseError::BadEvent {
+                case: id.to_owned(),
+                position: event.position,
+                reason: e.to_string(),
+            })?;
+        state.evolve(&data, event.stream_version);
+    }
+    Ok(Some(LoadedCase { state, events }))
+}
+
+/// Stores a definition's texts under its content hash (idempotent: the event id is derived from
+/// the hash).
+pub async fn register(store: &Store, workflow: &Workflow) -> Result<(), CaseError> {
+    let stream = definition_stream(workflow.name(), &workflow.hash)?;
+    let data = serde_json::json!({
+        "name": workflow.name(),
+        "version": workflow.version(),
+        "hash": workflow.hash,
+        "bundle": *workflow.bundle,
+    });
+    let id = Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("giamsat:{}", stream).as_bytes(),
+    );
+    let event = NewEvent::new(DEFINITION_EVENT, &data).with_id(id);
+    match store
+        .append(&stream, ExpectedVersion::Any, vec![event])
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Loads the definition a case is pinned to, from the log.
+pub async fn pinned(store: &Store, state: &CaseState) -> Result<Workflow, CaseError> {
+    let stream = definition_stream(&state.workflow, &state.definition_hash)?;
+    let events = store
+        .read_stream(&stream, Direction::Forward, Some(1), 1)
+        .await?;
+    let missing = || CaseError::MissingDefinition {
+        case: state.id.clone(),
+        name: state.workflow.clone(),
+        hash: state.definition_hash.clone(),
+    };
+    let event = events.first().ok_or_else(missing)?;
+    let value: Value = serde_json::from_str(&event.data).map_err(|_| missing())?;
+    let bundle: Bundle = serde_json::from_value(value["bundle"].clone()).map_err(|_| missing())?;
+    load(bundle).map_err(|p| CaseError::BrokenDefinition {
+        name: state.workflow.clone(),
+        hash: state.definition_hash.clone(),
+        problems: p.to_string(),
+    })
+}
+
+fn to_new_event(event: &CaseEvent, actor: &Actor, command: Uuid) -> NewEvent {
+    let data = serde_json::to_value(&event.data).unwrap_or(Value::Null);
+    let metadata = EventMetadata {
+        actor: Some(format!("{}:{}", actor.role, actor.id)),
+        correlation_id: Some(command.to_string()),
+        source: Some("giamsat".to_owned()),
+        ..EventMetadata::default()
+    };
+    NewEvent::new(event.event_type.clone(), &data)
+        .with_id(event.event_id)
+        .with_schema_version(event.schema_version)
+        .with_metadata(&metadata)
+}
+
+/// Starts a case on `workflow` with `data`. The definition is registered first.
+pub async fn start_case(
+    store: &Store,
+    workflow: &Workflow,
+    id: &str,
+    data: Value,
+    actor: Actor,
+    at: DateTime<FixedOffset>,
+    command: Uuid,
+) -> Result<LoadedCase, CaseError> {
+    let stream = case_stream(id)?;
+    register(store, workflow).await?;
+    let existing = load_case(store, id).await?;
+    let state = existing.map(|c| c.state).unwrap_or_default();
+    let request = CommandRequest {
+        id: command,
+        name: "start".to_owned(),
+        input: data,
+        actor: actor.clone(),
+        at,
+    };
+    let event = start(workflow, &state, id, &request).map_err(CaseError::Rejected)?;
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![to_new_event(&event, &actor, command)],
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::WrongExpectedVersion { .. } => CaseError::Rejected(Rejection {
+                code: "case_exists".to_owned(),
+                command: "start".to_owned(),
+                stage: String::new(),
+                entity: None,
+                entity_state: None,
+                message_en: format!("case {id} has already started"),
+                message_vi: format!("Hồ sơ {id} đã được khởi tạo"),
+            }),
+            other => other.into(),
+        })?;
+    load_case(store, id)
+        .await?
+        .ok_or_else(|| CaseError::NotFound(id.to_owned()))
+}
+
+/// Runs a command on a case: decide on the current state, append with its version, and retry
+/// from a fresh read if another writer appended in between. The command id makes retries (and a
+/// caller's repeated request) idempotent.
+pub async fn run_command(
+    store: &Store,
+    id: &str,
+    request: CommandRequest,
+) -> Result<(LoadedCase, Vec<CaseEvent>), CaseError> {
+    let stream = case_stream(id)?;
+    for _ in 0..RETRIES {
+        let case = load_case(store, id)
+            .await?
+            .ok_or_else(|| CaseError::NotFound(id.to_owned()))?;
+        // The same command again (a retry after a lost answer): it has already been applied.
+        let first = event_id(request.id, 0);
+        if case.events.iter().any(|e| e.event_id == first) {
+            return Ok((case, Vec::new()));
+        }
+        let workflow = pinned(store, &case.state).await?;
+        let events = decide(&workflow, &case.state, &request).map_err(CaseError::Rejected)?;
+        let new: Vec<NewEvent> = events
+            .iter()
+            .map(|e| to_new_event(e, &request.actor, request.id))
+            .collect();
+        match store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(case.state.stream_version),
+                new,
+            )
+            .await
+        {
+            Ok(_) => {
+                let after = load_case(store, id)
+                    .await?
+                    .ok_or_else(|| CaseError::NotFound(id.to_owned()))?;
+                return Ok((after, events));
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CaseError::Contended(id.to_owned()))
+}
+
+/// Ids of every case, in id order.
+pub async fn list_cases(store: &Store) -> Result<Vec<String>, CaseError> {
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_streams("case/", after.as_deref(), PAGE).await?;
+        let done = page.len() < PAGE;
+        after = page.last().map(|s| s.stream_id.clone());
+        ids.extend(
+            page.into_iter()
+                .filter_map(|s| s.stream_id.strip_prefix("case/").map(str::to_owned)),
+        );
+        if done {
+            break;
+        }
+    }
+    Ok(ids)
+}

@@ -1,0 +1,527 @@
+//! `giamsat workflow ...` and `giamsat case ...` as a user runs them: the seed case taken through
+//! every stage from the command line, rejections, bad input files and broken definitions.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::support::Sandbox;
+
+fn workflows() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows")
+}
+
+fn seed() -> String {
+    workflows()
+        .join("giam-sat-chuyen-de/examples/tuan-giao-2024.yaml")
+        .display()
+        .to_string()
+}
+
+/// Runs `giamsat --workflows <repo>/workflows ARGS`.
+fn gs(s: &Sandbox, args: &[&str]) -> crate::support::Run {
+    let w = workflows().display().to_string();
+    let mut all = vec!["--workflows", w.as_str()];
+    all.extend_from_slice(args);
+    s.run(&all)
+}
+
+fn ok(s: &Sandbox, args: &[&str]) -> crate::support::Run {
+    let run = gs(s, args);
+    assert_eq!(
+        run.code, 0,
+        "giamsat {args:?}\nstdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    run
+}
+
+fn show(s: &Sandbox, case: &str) -> Value {
+    ok(s, &["case", "show", case, "--json"])
+        .json_lines()
+        .remove(0)
+}
+
+#[test]
+fn shipped_workflows_check_list_and_graph() {
+    let s = Sandbox::sqlite();
+    let check = ok(&s, &["workflow", "check"]);
+    assert!(
+        check.stdout.contains("ok giam-sat-chuyen-de version 1"),
+        "{}",
+        check.stdout
+    );
+    let list = ok(&s, &["workflow", "list"]);
+    assert!(
+        list.stdout.contains("giam-sat-chuyen-de\t1\t"),
+        "{}",
+        list.stdout
+    );
+    let mermaid = ok(
+        &s,
+        &[
+            "workflow",
+            "graph",
+            "giam-sat-chuyen-de",
+            "--format",
+            "mermaid",
+        ],
+    );
+    assert!(mermaid.stdout.starts_with("stateDiagram-v2"));
+    assert!(
+        mermaid
+            .stdout
+            .contains("established --> notified: issue_notice"),
+        "{}",
+        mermaid.stdout
+    );
+    assert!(
+        mermaid.stdout.contains("visits --> findings"),
+        "{}",
+        mermaid.stdout
+    );
+    let dot = ok(
+        &s,
+        &["workflow", "graph", "giam-sat-chuyen-de", "--format", "dot"],
+    );
+    assert!(
+        dot.stdout
+            .contains("\"notified\" -> \"reports_due\" [label=\"mark_reports_overdue\"]"),
+        "{}",
+        dot.stdout
+    );
+}
+
+#[test]
+fn a_broken_definition_lists_every_problem_with_its_place() {
+    let s = Sandbox::sqlite();
+    s.write(
+        "broken/workflow.yaml",
+        "name: broken\nversion: 1\nlabel: Hỏng\nroles: [{id: a, label: A}]\n\
+         start: {event: Started, stage: nowhere, schema: {type: object}}\n\
+         stages: [{id: one, label: Một}]\nevents: [{type: Started, label: S}]\n\
+         commands:\n  - id: go\n    label: Đi\n    roles: [b]\n    stages: [one]\n    emit: Gone\n",
+    );
+    let path = s.path("broken").display().to_string();
+    let run = s.run(&["workflow", "check", &path]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("workflow.yaml:5:") && run.stderr.contains("unknown stage \"nowhere\""),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("workflow.yaml:11:") && run.stderr.contains("unknown role \"b\""),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("workflow.yaml:13:")
+            && run.stderr.contains("unknown event type \"Gone\""),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_seed_case_goes_through_every_stage_from_the_cli() {
+    let s = Sandbox::sqlite();
+    let seed = seed();
+    let sec = "secretariat:huyen";
+    let start = ok(
+        &s,
+        &[
+            "case",
+            "start",
+            "giam-sat-chuyen-de",
+            "--data",
+            &seed,
+            "--id",
+            "tg2024",
+            "--as",
+            sec,
+            "--at",
+            "2024-03-20T08:00:00+07:00",
+        ],
+    );
+    assert_eq!(start.lines(), vec!["tg2024"]);
+    let case = show(&s, "tg2024");
+    assert_eq!(case["stage"], "established");
+    assert_eq!(case["workflow"], "giam-sat-chuyen-de");
+    assert_eq!(case["version"], 1);
+    assert_eq!(
+        case["entities"]["units"].as_object().map(|u| u.len()),
+        Some(9)
+    );
+    assert_eq!(
+        case["entities"]["visits"]["xa-quai-to"]["data"]["date"],
+        "2024-04-26"
+    );
+    let codes: Vec<&str> = case["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter_map(|w| w["code"].as_str())
+        .collect();
+    assert!(
+        codes.contains(&"report_deadline_on_non_working_day"),
+        "{codes:?}"
+    );
+    assert!(case["warnings"][0]["message"].as_str().is_some());
+
+    let step = |args: &[&str]| ok(&s, args);
+    step(&[
+        "case",
+        "do",
+        "tg2024",
+        "issue_notice",
+        "--set",
+        "issued_on=2024-03-25",
+        "--set",
+        "document=thong-bao-lich",
+        "--as",
+        sec,
+        "--at",
+        "2024-03-25T08:00:00+07:00",
+    ]);
+    let report = s.write("report.yaml", "unit: phong-noi-vu\nreceived_at: \"2024-04-18T09:00:00+07:00\"\nchannel: email\nphu_luc_03:\n  - { year: 2022, field: all, total: 120, on_time: 118 }\n");
+    step(&[
+        "case",
+        "do",
+        "tg2024",
+        "receive_report",
+        "--data",
+        report.to_str().expect("path"),
+        "--as",
+        "unit:van-thu@phong-noi-vu",
+        "--at",
+        "2024-04-18T09:00:00+07:00",
+    ]);
+    step(&[
+        "case",
+        "do",
+        "tg2024",
+        "mark_reports_overdue",
+        "--as",
+        "system:scheduler",
+        "--at",
+        "2024-04-21T00:00:00+07:00",
+    ]);
+    step(&[
+        "case",
+        "do",
+        "tg2024",
+        "hold_meeting",
+        "--set",
+        "held_at=2024-04-24T07:30:00+07:00",
+        "--as",
+        "delegation:trong",
+        "--at",
+        "2024-04-24T07:30:00+07:00",
+    ]);
+    let case = show(&s, "tg2024");
+    assert_eq!(case["stage"], "visits");
+    assert_eq!(
+        case["entities"]["units"]["phong-noi-vu"]["state"],
+        "received"
+    );
+    assert_eq!(case["entities"]["units"]["xa-ta-ma"]["state"], "overdue");
+    let visits: Vec<String> = case["entities"]["visits"]
+        .as_object()
+        .expect("visits")
+        .keys()
+        .cloned()
+        .collect();
+    for unit in &visits {
+        step(&[
+            "case",
+            "do",
+            "tg2024",
+            "record_visit",
+            "--set",
+            &format!("unit={unit}"),
+            "--set",
+            "held_at=2024-05-13T08:00:00+07:00",
+            "--set",
+            "attendees=[\"Trần Bình Trọng\"]",
+            "--set",
+            "minutes_summary=Đã làm việc với đơn vị",
+            "--as",
+            "delegation:trong",
+            "--at",
+            "2024-05-13T17:00:00+07:00",
+        ]);
+    }
+    assert_eq!(show(&s, "tg2024")["stage"], "findings");
+    step(&[
+        "case",
+        "do",
+        "tg2024",
+        "record_finding",
+        "--set",
+        "id=f1",
+        "--set",
+        "member=Trần Bình Trọng",
+        "--set",
+        "text=Số hóa hồ sơ còn chậm",
+        "--as",
+        "delegation:trong",
+        "--at",
+        "2024-05-16T08:00:00+07:00",
+    ]);
+    step(&[
+        "case",
+        "do",
+        "tg2024",
+        "issue_findings_report",
+        "--set",
+        "issued_on=2024-05-25",
+        "--set",
+        "summary=Báo cáo kết quả giám sát",
+        "--set",
+        "recommendations=[{\"id\":\"kn-1\",\"text\":\"Đẩy nhanh số hóa\",\"to\":\"UBND huyện\"}]",
+        "--as",
+        sec,
+        "--at",
+        "2024-05-25T08:00:00+07:00",
+    ]);
+    step(&[
+        "case",
+        "do",
+        "tg2024",
+        "adopt_resolution",
+        "--set",
+        "number=20/NQ-HĐND",
+        "--set",
+        "date=2024-07-10",
+        "--set",
+        "recommendations=[{\"id\":\"kn-1\",\"text\":\"Đẩy nhanh số hóa\",\"responsible\":\"UBND huyện\",\"deliverable\":\"Báo cáo\",\"deadline\":\"2024-12-31\"}]",
+        "--as",
+        sec,
+        "--at",
+        "2024-07-10T08:00:00+07:00",
+    ]);
+    assert_eq!(show(&s, "tg2024")["stage"], "resolution");
+
+    // Closing with an open recommendation is a rejection: exit 2, codes and both languages.
+    let refused = gs(
+        &s,
+        &[
+            "case",
+            "do",
+            "tg2024",
+            "close_case",
+            "--set",
+            "closed_on=2024-08-01",
+            "--as",
+            sec,
+            "--at",
+            "2024-08-01T08:00:00+07:00",
+        ],
+    );
+    refused.fails_with(
+        2,
+        &[
+            "rejected: recommendations_open",
+            "Còn kiến nghị chưa hoàn thành",
+            "some recommendations are not settled",
+        ],
+    );
+
+    let id = "5f0c8a53-8b8e-4d6c-9a61-1d2a3b4c5d6e";
+    let progress = [
+        "case",
+        "do",
+        "tg2024",
+        "report_recommendation_progress",
+        "--set",
+        "recommendation=kn-1",
+        "--set",
+        "status=completed",
+        "--set",
+        "reported_at=2024-12-20T08:00:00+07:00",
+        "--command-id",
+        id,
+        "--as",
+        sec,
+        "--at",
+        "2024-12-20T08:00:00+07:00",
+    ];
+    step(&progress);
+    let again = step(&progress);
+    assert_eq!(
+        again.lines(),
+        vec!["already applied: nothing to do"],
+        "the same command id is applied once"
+    );
+    step(&[
+        "case",
+        "do",
+        "tg2024",
+        "close_case",
+        "--set",
+        "closed_on=2025-01-05",
+        "--as",
+        sec,
+        "--at",
+        "2025-01-05T08:00:00+07:00",
+    ]);
+    step(&[
+        "case",
+        "do",
+        "tg2024",
+        "archive_case",
+        "--set",
+        "archived_on=2025-06-01",
+        "--set",
+        "file_code=HĐND-TG.2024.GS01",
+        "--as",
+        sec,
+        "--at",
+        "2025-06-01T08:00:00+07:00",
+    ]);
+
+    let case = show(&s, "tg2024");
+    assert_eq!(case["stage"], "archived");
+    let stages: Vec<&str> = case["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .filter_map(|x| x["stage"].as_str())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "established",
+            "notified",
+            "reports_due",
+            "visits",
+            "findings",
+            "resolution",
+            "follow_up",
+            "closed",
+            "archived"
+        ]
+    );
+
+    let history = ok(&s, &["case", "history", "tg2024"]);
+    assert_eq!(
+        history.lines().len() as u64,
+        case["stream_version"].as_u64().expect("version")
+    );
+    assert!(
+        history.lines()[0].contains("CaseEstablished\tsecretariat:huyen\tstart"),
+        "{}",
+        history.stdout
+    );
+    let events = ok(&s, &["case", "history", "tg2024", "--json"]).json_lines();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["metadata"]["actor"].is_string() && e["data"]["at"].is_string())
+    );
+    let list = ok(&s, &["case", "list", "--json"]).json_lines();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["stage"], "archived");
+    s.ok(&["verify"]);
+}
+
+#[test]
+fn case_input_errors_are_located_and_nothing_is_written() {
+    let s = Sandbox::sqlite();
+    let bad = s.write("bad.yaml", "level: huyện\nunits: [\n");
+    let run = gs(
+        &s,
+        &[
+            "case",
+            "start",
+            "giam-sat-chuyen-de",
+            "--data",
+            bad.to_str().expect("path"),
+            "--id",
+            "x",
+        ],
+    );
+    run.fails_with(1, &["bad.yaml:"]);
+    let incomplete = s.write("incomplete.yaml", "level: huyện\n");
+    let run = gs(
+        &s,
+        &[
+            "case",
+            "start",
+            "giam-sat-chuyen-de",
+            "--data",
+            incomplete.to_str().expect("path"),
+            "--id",
+            "x",
+        ],
+    );
+    run.fails_with(2, &["rejected: invalid_input"]);
+    gs(&s, &["case", "show", "nope"]).fails_with(1, &["case \"nope\" does not exist"]);
+    gs(
+        &s,
+        &["case", "start", "no-such-workflow", "--data", &seed()],
+    )
+    .fails_with(1, &["no valid workflow named \"no-such-workflow\""]);
+    gs(
+        &s,
+        &[
+            "case",
+            "start",
+            "giam-sat-chuyen-de",
+            "--data",
+            &seed(),
+            "--id",
+            "bad id",
+        ],
+    )
+    .fails_with(1, &["invalid case id"]);
+    ok(
+        &s,
+        &[
+            "case",
+            "start",
+            "giam-sat-chuyen-de",
+            "--data",
+            &seed(),
+            "--id",
+            "a",
+        ],
+    );
+    gs(
+        &s,
+        &[
+            "case",
+            "start",
+            "giam-sat-chuyen-de",
+            "--data",
+            &seed(),
+            "--id",
+            "a",
+        ],
+    )
+    .fails_with(2, &["rejected: case_exists"]);
+    gs(&s, &["case", "do", "a", "fly", "--as", "secretariat:x"])
+        .fails_with(2, &["rejected: unknown_command"]);
+    gs(
+        &s,
+        &[
+            "case",
+            "do",
+            "a",
+            "issue_notice",
+            "--set",
+            "issued_on=25/3/2024",
+            "--set",
+            "document=tb",
+            "--as",
+            "secretariat:x",
+        ],
+    )
+    .fails_with(2, &["rejected: invalid_input", "/issued_on"]);
+    assert_eq!(
+        show(&s, "a")["stream_version"],
+        1,
+        "rejected commands append nothing"
+    );
+}
