@@ -525,3 +525,96 @@ fn case_input_errors_are_located_and_nothing_is_written() {
         "rejected commands append nothing"
     );
 }
+
+#[test]
+fn a_running_case_keeps_the_definition_it_started_with() {
+    let s = Sandbox::sqlite();
+    // A private copy of the workflow that this test edits after a case has started.
+    let src = workflows().join("giam-sat-chuyen-de");
+    let dst = s.path("wf/giam-sat-chuyen-de");
+    for sub in ["", "schemas", "examples"] {
+        std::fs::create_dir_all(dst.join(sub)).expect("mkdir");
+    }
+    for file in [
+        "workflow.yaml",
+        "schemas/start.schema.json",
+        "examples/tuan-giao-2024.yaml",
+    ] {
+        std::fs::copy(src.join(file), dst.join(file)).expect("copy");
+    }
+    let wf = s.path("wf").display().to_string();
+    let data = dst
+        .join("examples/tuan-giao-2024.yaml")
+        .display()
+        .to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--workflows", wf.as_str()];
+        all.extend_from_slice(args);
+        s.run(&all)
+    };
+    assert_eq!(
+        run(&[
+            "case",
+            "start",
+            "giam-sat-chuyen-de",
+            "--data",
+            &data,
+            "--id",
+            "old",
+            "--as",
+            "secretariat:a"
+        ])
+        .code,
+        0
+    );
+    let old_hash = show(&s, "old")["definition_hash"].clone();
+
+    // Version 2 renames issue_notice to thong_bao_lich.
+    let text = std::fs::read_to_string(dst.join("workflow.yaml")).expect("read");
+    let v2 = text
+        .replace("version: 1", "version: 2")
+        .replace("id: issue_notice", "id: thong_bao_lich");
+    std::fs::write(dst.join("workflow.yaml"), v2).expect("write");
+    assert_eq!(
+        run(&[
+            "case",
+            "start",
+            "giam-sat-chuyen-de",
+            "--data",
+            &data,
+            "--id",
+            "new",
+            "--as",
+            "secretariat:a"
+        ])
+        .code,
+        0
+    );
+    let new = show(&s, "new");
+    assert_eq!(new["version"], 2);
+    assert_ne!(new["definition_hash"], old_hash);
+
+    // The old case still runs version 1's commands; the new one runs version 2's.
+    let notice = [
+        "--set",
+        "issued_on=2024-03-25",
+        "--set",
+        "document=thong-bao-lich",
+        "--as",
+        "secretariat:a",
+    ];
+    let mut old_cmd = vec!["case", "do", "old", "issue_notice"];
+    old_cmd.extend_from_slice(&notice);
+    assert_eq!(
+        run(&old_cmd).code,
+        0,
+        "version 1 still applies to the old case"
+    );
+    let mut new_cmd = vec!["case", "do", "new", "issue_notice"];
+    new_cmd.extend_from_slice(&notice);
+    run(&new_cmd).fails_with(2, &["rejected: unknown_command"]);
+    let mut renamed = vec!["case", "do", "new", "thong_bao_lich"];
+    renamed.extend_from_slice(&notice);
+    assert_eq!(run(&renamed).code, 0);
+    assert_eq!(show(&s, "old")["version"], 1);
+}
