@@ -361,6 +361,10 @@ impl<'a> Validator<'a> {
             if let Some(each) = &t.each {
                 self.collection(each);
             }
+            self.pointer(&t.relative_to, Some(&t.id));
+            for pointer in t.input.values() {
+                self.pointer(pointer, Some(&t.id));
+            }
         }
         for d in &def.documents {
             for e in &d.on {
@@ -374,6 +378,22 @@ impl<'a> Validator<'a> {
             }
             for a in &n.attach {
                 self.known("document", &documents, a, "one of the declared documents");
+            }
+            for to in &n.to {
+                let known = match to.strip_prefix("collection:") {
+                    Some(c) => self.collections.contains_key(c),
+                    None => self.roles.contains(to.as_str()),
+                };
+                if !known {
+                    self.problem(
+                        Some(Place::of(&n.id)),
+                        format!(
+                            "notification {:?} goes to {to:?}, which is neither a declared role \
+                             nor collection:<declared entity>",
+                            n.id.value
+                        ),
+                    );
+                }
             }
         }
     }
