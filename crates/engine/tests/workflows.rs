@@ -313,3 +313,46 @@ fn a_definition_with_wrong_references_lists_every_problem_with_its_place() {
     .expect_err("bad");
     assert!(parse.to_string().starts_with("y.yaml:2:"), "{parse}");
 }
+
+#[test]
+fn warnings_flag_days_off_and_short_notice_without_refusing() {
+    let wf = workflow("giam-sat-chuyen-de");
+    let data = yaml(&workflows_dir().join("giam-sat-chuyen-de/examples/tuan-giao-2024.yaml"));
+    let mut r = Runner::start(wf, data);
+    let codes = |r: &Runner| -> Vec<(String, Option<String>)> {
+        warnings(&r.workflow, &r.state)
+            .into_iter()
+            .map(|w| (w.code, w.entity))
+            .collect()
+    };
+    assert!(
+        !codes(&r)
+            .iter()
+            .any(|(c, _)| c == "short_notice" || c == "visit_on_non_working_day")
+    );
+    // A notice issued on 20/4 for a meeting on 24/4: 4 days, fewer than the 10 configured.
+    r.ok(
+        "issue_notice",
+        "secretariat:huyen",
+        "2024-04-20T08:00:00+07:00",
+        json!({"issued_on": "2024-04-20", "document": "tb"}),
+    );
+    let short = warnings(&r.workflow, &r.state)
+        .into_iter()
+        .find(|w| w.code == "short_notice")
+        .expect("short notice");
+    assert_eq!(
+        short.message,
+        "Thông báo lịch ngày 20/4/2024 chỉ trước buổi làm việc đầu tiên (24/4/2024) 4 ngày, ít hơn 10 ngày"
+    );
+    // Moving a visit to Saturday 11/5/2024 is accepted, with a warning on that visit.
+    r.ok("reschedule_visit", "secretariat:huyen", "2024-04-22T08:00:00+07:00", json!({"unit": "xa-ta-ma", "date": "2024-05-11", "start_time": "08:00", "reason": "Theo đề nghị của xã"}));
+    assert!(
+        codes(&r).contains(&(
+            "visit_on_non_working_day".to_string(),
+            Some("visits/xa-ta-ma".to_string())
+        )),
+        "{:?}",
+        codes(&r)
+    );
+}
