@@ -21,8 +21,10 @@ use uuid::Uuid;
 
 /// Event type of a registered definition.
 pub const DEFINITION_EVENT: &str = "WorkflowDefinitionRegistered";
-/// How often a command is retried after losing an optimistic-concurrency race.
-const RETRIES: usize = 8;
+/// How often a command is retried after losing an optimistic-concurrency race. Each round has one
+/// winner, so N commands racing on one case need up to N rounds; the pause between attempts grows
+/// and is spread by the command id so that the losers do not collide again in lockstep.
+const RETRIES: u32 = 40;
 const PAGE: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
@@ -238,7 +240,8 @@ pub async fn run_command(
     request: CommandRequest,
 ) -> Result<(LoadedCase, Vec<CaseEvent>), CaseError> {
     let stream = case_stream(id)?;
-    for _ in 0..RETRIES {
+    let mut attempt = 0;
+    while attempt < RETRIES {
         let case = load_case(store, id)
             .await?
             .ok_or_else(|| CaseError::NotFound(id.to_owned()))?;
@@ -267,7 +270,12 @@ pub async fn run_command(
                     .ok_or_else(|| CaseError::NotFound(id.to_owned()))?;
                 return Ok((after, events));
             }
-            Err(StoreError::WrongExpectedVersion { .. }) => continue,
+            Err(StoreError::WrongExpectedVersion { .. }) => {
+                attempt += 1;
+                let spread = u64::from(request.id.as_bytes()[15] % 8);
+                let pause = u64::from(attempt.min(10)) * 2 + spread;
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
             Err(e) => return Err(e.into()),
         }
     }
