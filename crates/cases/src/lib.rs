@@ -55,8 +55,36 @@ pub enum CaseError {
     },
     #[error("case {0:?} kept changing while the command was retried; try again")]
     Contended(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Reads a workflow folder: its `workflow.yaml` and the schema files it names, as a [`Bundle`].
+pub fn read_workflow_dir(dir: &std::path::Path) -> Result<Bundle, CaseError> {
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path).map_err(|source| CaseError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let file = dir.join("workflow.yaml");
+    let text = read(file.clone())?;
+    let mut files = std::collections::BTreeMap::new();
+    for name in giamsat_engine::referenced_files(&text) {
+        let content = read(dir.join(&name))?;
+        files.insert(name, content);
+    }
+    Ok(Bundle {
+        origin: file.display().to_string(),
+        text,
+        files,
+    })
 }
 
 fn case_stream(id: &str) -> Result<StreamId, CaseError> {

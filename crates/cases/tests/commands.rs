@@ -5,30 +5,15 @@
 use std::path::Path;
 
 use chrono::DateTime;
-use giamsat_cases::{CaseError, load_case, run_command, start_case};
-use giamsat_engine::{Actor, Bundle, CommandRequest, Workflow, load, referenced_files};
+use giamsat_cases::{CaseError, load_case, read_workflow_dir, run_command, start_case};
+use giamsat_engine::{Actor, CommandRequest, Workflow, load};
 use giamsat_store::{Store, StoreOptions};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 fn workflow() -> Workflow {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/giam-sat-chuyen-de");
-    let text = std::fs::read_to_string(dir.join("workflow.yaml")).expect("workflow");
-    let files = referenced_files(&text)
-        .into_iter()
-        .map(|f| {
-            (
-                f.clone(),
-                std::fs::read_to_string(dir.join(&f)).expect("file"),
-            )
-        })
-        .collect();
-    load(Bundle {
-        origin: "workflow.yaml".into(),
-        text,
-        files,
-    })
-    .expect("valid")
+    load(read_workflow_dir(&dir).expect("read")).expect("valid")
 }
 
 fn seed() -> Value {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use giamsat_engine::{Bundle, Workflow, load, referenced_files};
+use giamsat_engine::{Bundle, Workflow, load};
 
 use crate::output;
 
@@ -42,22 +42,7 @@ enum GraphFormat {
 
 /// Reads a workflow folder's definition and the schema files it names.
 pub fn read_bundle(dir: &Path) -> Result<Bundle> {
-    let file = dir.join("workflow.yaml");
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
-    let mut files = std::collections::BTreeMap::new();
-    for name in referenced_files(&text) {
-        let path = dir.join(&name);
-        let content = std::fs::read_to_string(&path).with_context(|| {
-            format!("cannot read {} named in {}", path.display(), file.display())
-        })?;
-        files.insert(name, content);
-    }
-    Ok(Bundle {
-        origin: file.display().to_string(),
-        text,
-        files,
-    })
+    Ok(giamsat_cases::read_workflow_dir(dir)?)
 }
 
 /// Workflow folders under `path`: the folder itself when it holds a workflow.yaml, else its
