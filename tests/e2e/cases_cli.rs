@@ -618,3 +618,76 @@ fn a_running_case_keeps_the_definition_it_started_with() {
     assert_eq!(run(&renamed).code, 0);
     assert_eq!(show(&s, "old")["version"], 1);
 }
+
+#[test]
+fn case_warnings_use_the_holiday_calendar() {
+    let s = Sandbox::sqlite();
+    ok(
+        &s,
+        &[
+            "case",
+            "start",
+            "giam-sat-chuyen-de",
+            "--data",
+            &seed(),
+            "--id",
+            "tg",
+        ],
+    );
+    // Without calendar files only weekends count, and the case says so.
+    let codes = |case: &Value| -> Vec<(String, String)> {
+        case["warnings"]
+            .as_array()
+            .expect("warnings")
+            .iter()
+            .map(|w| {
+                (
+                    w["code"].as_str().unwrap_or_default().to_owned(),
+                    w["entity"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let before = codes(&show(&s, "tg"));
+    assert!(
+        before.contains(&("calendar_year_missing".into(), String::new())),
+        "{before:?}"
+    );
+    assert!(!before.iter().any(|(c, _)| c == "visit_on_non_working_day"));
+    // 2024: Monday 29/4 was given off in exchange for Saturday 4/5 (DOMAIN.md §4); the seed
+    // scheduled the visit to xã Quài Cang on 29/4/2024.
+    s.write(
+        "config/calendars/2024.toml",
+        "year = 2024\n[[holidays]]\nname = \"Ngày Chiến thắng và Quốc tế Lao động\"\nfrom = 2024-04-27\nto = 2024-05-01\n\
+         [[make_up_days]]\ndate = 2024-05-04\nreplaces = 2024-04-29\nname = \"Làm bù ngày 29/4\"\n",
+    );
+    let case = show(&s, "tg");
+    let after = codes(&case);
+    assert!(
+        after.contains(&(
+            "visit_on_non_working_day".into(),
+            "visits/xa-quai-cang".into()
+        )),
+        "{after:?}"
+    );
+    assert!(
+        !after.iter().any(|(c, _)| c == "calendar_year_missing"),
+        "{after:?}"
+    );
+    let message = case["warnings"]
+        .as_array()
+        .expect("w")
+        .iter()
+        .find(|w| w["code"] == "visit_on_non_working_day")
+        .expect("w")["message"]
+        .clone();
+    assert_eq!(
+        message,
+        "Buổi giám sát tại xa-quai-cang vào ngày 29/4/2024 không phải ngày làm việc"
+    );
+    // The schedule itself is unchanged: a warning never moves anything.
+    assert_eq!(
+        case["entities"]["visits"]["xa-quai-cang"]["data"]["date"],
+        "2024-04-29"
+    );
+}

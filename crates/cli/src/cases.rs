@@ -95,11 +95,16 @@ pub struct ListArgs {
 }
 
 /// Result of a case command: success, or a workflow rejection (exit 2).
-pub async fn run(store: &Store, root: &Path, command: CaseCommand) -> Result<ExitCode> {
+pub async fn run(
+    store: &Store,
+    root: &Path,
+    calendar_dir: &Path,
+    command: CaseCommand,
+) -> Result<ExitCode> {
     let result = match command {
-        CaseCommand::Start(args) => start(store, root, args).await,
-        CaseCommand::Do(args) => act(store, args).await,
-        CaseCommand::Show(args) => show(store, args).await,
+        CaseCommand::Start(args) => start(store, root, calendar_dir, args).await,
+        CaseCommand::Do(args) => act(store, calendar_dir, args).await,
+        CaseCommand::Show(args) => show(store, calendar_dir, args).await,
         CaseCommand::List(args) => list(store, args).await,
         CaseCommand::History(args) => history(store, args).await,
     };
@@ -200,7 +205,12 @@ fn set_fields(sets: &[String]) -> Result<Value> {
     Ok(Value::Object(root))
 }
 
-async fn start(store: &Store, root: &Path, args: StartArgs) -> Result<ExitCode> {
+async fn start(
+    store: &Store,
+    root: &Path,
+    calendar_dir: &Path,
+    args: StartArgs,
+) -> Result<ExitCode> {
     let workflow = workflows::by_name(root, &args.workflow)?;
     let data = read_data(&args.data)?;
     let id = args
@@ -218,14 +228,14 @@ async fn start(store: &Store, root: &Path, args: StartArgs) -> Result<ExitCode> 
     )
     .await?;
     if args.json {
-        output::line(&case_json(store, &case).await?.to_string())?;
+        output::line(&case_json(store, &case, calendar_dir).await?.to_string())?;
     } else {
         output::line(&id)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn act(store: &Store, args: DoArgs) -> Result<ExitCode> {
+async fn act(store: &Store, calendar_dir: &Path, args: DoArgs) -> Result<ExitCode> {
     let input = match &args.data {
         Some(path) => read_data(path)?,
         None => set_fields(&args.set)?,
@@ -243,7 +253,7 @@ async fn act(store: &Store, args: DoArgs) -> Result<ExitCode> {
     };
     let (case, events) = run_command(store, &args.case, request).await?;
     if args.json {
-        output::line(&case_json(store, &case).await?.to_string())?;
+        output::line(&case_json(store, &case, calendar_dir).await?.to_string())?;
     } else if events.is_empty() {
         output::line("already applied: nothing to do")?;
     } else {
@@ -254,10 +264,11 @@ async fn act(store: &Store, args: DoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn case_json(store: &Store, case: &LoadedCase) -> Result<Value> {
+async fn case_json(store: &Store, case: &LoadedCase, calendar_dir: &Path) -> Result<Value> {
     let workflow = pinned(store, &case.state).await?;
     let s = &case.state;
-    let warnings = warnings(&workflow, s);
+    let calendar = crate::config::load_calendar(calendar_dir)?;
+    let warnings = warnings(&workflow, s, &calendar);
     let stage_label = workflow
         .definition
         .stages
@@ -281,11 +292,11 @@ async fn case_json(store: &Store, case: &LoadedCase) -> Result<Value> {
     }))
 }
 
-async fn show(store: &Store, args: ShowArgs) -> Result<ExitCode> {
+async fn show(store: &Store, calendar_dir: &Path, args: ShowArgs) -> Result<ExitCode> {
     let case = load_case(store, &args.case)
         .await?
         .ok_or_else(|| CaseError::NotFound(args.case.clone()))?;
-    let value = case_json(store, &case).await?;
+    let value = case_json(store, &case, calendar_dir).await?;
     if args.json {
         output::line(&value.to_string())?;
         return Ok(ExitCode::SUCCESS);

@@ -16,6 +16,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/giamsat.toml";
 pub struct Config {
     pub store: StoreConfig,
     pub workflows: WorkflowsConfig,
+    pub calendar: CalendarConfig,
     pub log: LogConfig,
 }
 
@@ -23,6 +24,20 @@ pub struct Config {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct WorkflowsConfig {
     pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CalendarConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for CalendarConfig {
+    fn default() -> Self {
+        CalendarConfig {
+            dir: PathBuf::from("config/calendars"),
+        }
+    }
 }
 
 impl Default for WorkflowsConfig {
@@ -196,6 +211,63 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     parse_size(&text).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
 }
 
+/// Reads every `*.toml` calendar file in `dir`; a missing folder means weekends only.
+pub fn load_calendar(dir: &Path) -> Result<giamsat_engine::Calendar> {
+    if !dir.is_dir() {
+        return Ok(giamsat_engine::Calendar::weekends_only());
+    }
+    let mut years = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read calendar folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read calendar file {}", path.display()))?;
+        let value: toml::Value = toml::from_str(&text).map_err(|e| {
+            let place = e
+                .span()
+                .map(|s| {
+                    let (l, c) = line_column(&text, s.start);
+                    format!(":{l}:{c}")
+                })
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "invalid calendar file {}{place}: {}",
+                path.display(),
+                e.message()
+            )
+        })?;
+        let year: giamsat_engine::CalendarYear = serde_json::from_value(toml_to_json(value))
+            .with_context(|| format!("invalid calendar file {}", path.display()))?;
+        years.push(year);
+    }
+    giamsat_engine::Calendar::from_years(&years)
+        .map_err(|e| anyhow::anyhow!("invalid calendar in {}: {e}", dir.display()))
+}
+
+/// TOML dates become `YYYY-MM-DD` strings, which the calendar types read.
+fn toml_to_json(value: toml::Value) -> serde_json::Value {
+    match value {
+        toml::Value::String(s) => serde_json::Value::String(s),
+        toml::Value::Integer(i) => serde_json::Value::from(i),
+        toml::Value::Float(f) => serde_json::Value::from(f),
+        toml::Value::Boolean(b) => serde_json::Value::Bool(b),
+        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        toml::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(toml_to_json).collect())
+        }
+        toml::Value::Table(table) => serde_json::Value::Object(
+            table
+                .into_iter()
+                .map(|(k, v)| (k, toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +284,7 @@ mod tests {
         );
         assert_eq!(format!("{:?}", parsed.log), format!("{:?}", defaults.log));
         assert_eq!(parsed.workflows.dir, defaults.workflows.dir);
+        assert_eq!(parsed.calendar.dir, defaults.calendar.dir);
     }
 
     #[test]
@@ -245,5 +318,52 @@ mod tests {
         assert!(parse_size("1GB").is_err());
         let err = Config::parse("[store]\npoll-interval = \"soon\"\n", "g.toml").expect_err("bad");
         assert!(err.to_string().contains("g.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn calendar_files_are_read_with_toml_dates() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(
+            dir.path().join("2024.toml"),
+            "year = 2024\n[[holidays]]\nname = \"Lễ 30/4 - 1/5\"\nfrom = 2024-04-27\nto = 2024-05-01\n\
+             [[make_up_days]]\ndate = 2024-05-04\nreplaces = 2024-04-29\nname = \"Làm bù\"\n",
+        )
+        .expect("write");
+        let calendar = load_calendar(dir.path()).expect("valid");
+        let d = |m, day| chrono::NaiveDate::from_ymd_opt(2024, m, day).expect("date");
+        assert!(!calendar.is_working_day(d(4, 29)));
+        assert!(calendar.is_working_day(d(5, 4)));
+        std::fs::write(
+            dir.path().join("2025.toml"),
+            "year = 2025\n[[holidays]]\nname = 1\n",
+        )
+        .expect("write");
+        let err = load_calendar(dir.path()).expect_err("bad file");
+        assert!(err.to_string().contains("2025.toml"), "{err:#}");
+        let missing = load_calendar(&dir.path().join("none")).expect("weekends only");
+        assert!(!missing.covers(d(1, 1)));
+    }
+
+    #[test]
+    fn shipped_calendars_load_with_their_swaps() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/calendars");
+        let c = load_calendar(&dir).expect("shipped calendars are valid");
+        let d = |y, m, day| chrono::NaiveDate::from_ymd_opt(y, m, day).expect("date");
+        for year in [2024, 2025, 2026] {
+            assert!(c.covers(d(year, 6, 1)), "{year} is covered");
+        }
+        // DOMAIN.md §4: Monday 29/4/2024 off, Saturday 4/5/2024 worked.
+        assert!(!c.is_working_day(d(2024, 4, 29)));
+        assert!(c.is_working_day(d(2024, 5, 4)));
+        assert!(!c.is_working_day(d(2024, 4, 18)), "Giỗ Tổ 2024");
+        // 2025: Friday 2/5 off, Saturday 26/4 worked.
+        assert!(!c.is_working_day(d(2025, 5, 2)));
+        assert!(c.is_working_day(d(2025, 4, 26)));
+        // 2026: Tết from Saturday 14/2 to Sunday 22/2 (DOMAIN.md §4); Saturday 10/1 worked.
+        assert!(!c.is_working_day(d(2026, 2, 16)));
+        assert!(c.is_working_day(d(2026, 2, 23)));
+        assert!(c.is_working_day(d(2026, 1, 10)));
+        // 24/11/2026 is recorded but unconfirmed: it stays a working day.
+        assert!(c.is_working_day(d(2026, 11, 24)));
     }
 }

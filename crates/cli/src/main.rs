@@ -124,7 +124,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     let result = match cli.command {
         Command::Events(command) => events::run(&store, command).await,
         Command::Verify(args) => events::verify(&store, args).await,
-        Command::Case(command) => cases::run(&store, &root, command).await,
+        Command::Case(command) => cases::run(&store, &root, &config.calendar.dir, command).await,
         Command::Workflow(_) => Ok(ExitCode::SUCCESS),
     };
     store.close().await;

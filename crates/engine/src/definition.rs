@@ -338,7 +338,8 @@ pub struct WarningRule {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum WarningKind {
-    /// The date at `date` (YYYY-MM-DD) is not a working day. Placeholder: `{date}`, `{key}`.
+    /// The date at `date` (YYYY-MM-DD) is not a working day. Placeholders: `{date}`, `{key}`,
+    /// `{reason}` (the holiday's name, or the weekday).
     NotWorkingDay { date: String },
     /// Fewer than `days` calendar days from `from` to `to`. Placeholders: `{from}`, `{to}`,
     /// `{days}`, `{minimum}`.

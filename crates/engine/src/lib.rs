@@ -7,6 +7,7 @@
 // move the same bytes to the heap on a path that runs once per command.
 #![allow(clippy::result_large_err)]
 
+mod calendar;
 mod case;
 mod decide;
 mod definition;
@@ -14,10 +15,11 @@ pub mod golden;
 mod load;
 mod warnings;
 
+pub use calendar::{Calendar, CalendarYear, Holiday, MakeUpDay};
 pub use case::{
     Actor, AppliedEffect, CaseEvent, CaseEventData, CaseState, Entity, Pin, StageChange,
 };
 pub use decide::{ADMIN_ROLE, CommandRequest, Rejection, decide, event_id, holds, nfc, start};
 pub use definition::*;
 pub use load::{Bundle, Problem, Problems, Workflow, load, referenced_files};
-pub use warnings::{Warning, is_working_day, warnings};
+pub use warnings::{Warning, warnings};

@@ -1,10 +1,13 @@
 //! Warnings on a case: things that are not errors but that a person should look at (a visit on a
 //! day off, a notice sent too late). They are computed from the state, never stored.
 
-use chrono::{Datelike, NaiveDate, Weekday};
+use std::collections::BTreeSet;
+
+use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::calendar::Calendar;
 use crate::case::CaseState;
 use crate::definition::{Operand, WarningKind, WarningRule};
 use crate::load::Workflow;
@@ -16,11 +19,6 @@ pub struct Warning {
     pub entity: Option<String>,
     pub message: String,
     pub message_en: String,
-}
-
-/// Monday to Friday. The holiday calendar replaces this when it exists.
-pub fn is_working_day(date: NaiveDate) -> bool {
-    !matches!(date.weekday(), Weekday::Sat | Weekday::Sun)
 }
 
 /// Reads `YYYY-MM-DD`, also as the start of a date-time.
@@ -48,8 +46,10 @@ fn fill(template: &str, values: &[(&str, String)]) -> String {
     out
 }
 
-/// Every warning the definition's rules raise for this case.
-pub fn warnings(workflow: &Workflow, state: &CaseState) -> Vec<Warning> {
+/// Every warning the definition's rules raise for this case, with working days from `calendar`.
+/// A date in a year the calendar does not cover is judged by weekends only, and one more warning
+/// (`calendar_year_missing`) says so.
+pub fn warnings(workflow: &Workflow, state: &CaseState, calendar: &Calendar) -> Vec<Warning> {
     let mut params = serde_json::Map::new();
     for p in &workflow.definition.parameters {
         if let Some(v) = workflow.parameter(&p.id.value, &state.data) {
@@ -58,12 +58,13 @@ pub fn warnings(workflow: &Workflow, state: &CaseState) -> Vec<Warning> {
     }
     let base = json!({ "case": state.data, "stage": state.stage, "params": params });
     let mut out = Vec::new();
+    let mut uncovered = BTreeSet::new();
     for rule in &workflow.definition.warnings {
         if !rule.stages.is_empty() && !rule.stages.iter().any(|s| s.value == state.stage) {
             continue;
         }
         match &rule.each {
-            None => out.extend(check(rule, &base, None)),
+            None => out.extend(check(rule, &base, None, calendar, &mut uncovered)),
             Some(collection) => {
                 for (key, entity) in state.entities.get(&collection.value).into_iter().flatten() {
                     let mut context = base.clone();
@@ -73,19 +74,34 @@ pub fn warnings(workflow: &Workflow, state: &CaseState) -> Vec<Warning> {
                         map.insert("state".to_owned(), Value::String(entity.state.clone()));
                     }
                     context["target"] = target;
-                    out.extend(check(
-                        rule,
-                        &context,
-                        Some(format!("{}/{key}", collection.value)),
-                    ));
+                    let entity = Some(format!("{}/{key}", collection.value));
+                    out.extend(check(rule, &context, entity, calendar, &mut uncovered));
                 }
             }
         }
     }
+    for year in uncovered {
+        out.push(Warning {
+            code: "calendar_year_missing".to_owned(),
+            entity: None,
+            message: format!(
+                "Lịch ngày nghỉ chưa có dữ liệu năm {year}: chỉ tính Thứ Bảy, Chủ nhật là ngày nghỉ"
+            ),
+            message_en: format!(
+                "the holiday calendar has no data for {year}: only Saturdays and Sundays count as days off"
+            ),
+        });
+    }
     out
 }
 
-fn check(rule: &WarningRule, context: &Value, entity: Option<String>) -> Option<Warning> {
+fn check(
+    rule: &WarningRule,
+    context: &Value,
+    entity: Option<String>,
+    calendar: &Calendar,
+    uncovered: &mut BTreeSet<i32>,
+) -> Option<Warning> {
     let key = context
         .pointer("/target/key")
         .and_then(Value::as_str)
@@ -94,10 +110,11 @@ fn check(rule: &WarningRule, context: &Value, entity: Option<String>) -> Option<
     let values = match &rule.rule {
         WarningKind::NotWorkingDay { date } => {
             let day = date_at(context, date)?;
-            if is_working_day(day) {
-                return None;
+            if !calendar.covers(day) {
+                uncovered.insert(day.year());
             }
-            vec![("date", vn_date(day)), ("key", key)]
+            let reason = calendar.day_off_reason(day)?;
+            vec![("date", vn_date(day)), ("key", key), ("reason", reason)]
         }
         WarningKind::MinDaysBetween { from, to, days } => {
             let (a, b) = (date_at(context, from)?, date_at(context, to)?);
@@ -129,13 +146,6 @@ fn check(rule: &WarningRule, context: &Value, entity: Option<String>) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn weekends_are_not_working_days() {
-        let saturday = NaiveDate::from_ymd_opt(2024, 4, 20).expect("date");
-        assert!(!is_working_day(saturday));
-        assert!(is_working_day(saturday + chrono::Days::new(2)));
-    }
 
     #[test]
     fn dates_print_as_in_documents() {

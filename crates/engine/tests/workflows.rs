@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::DateTime;
 use giamsat_engine::{
-    Actor, Bundle, CaseState, CommandRequest, Workflow, decide, golden, load, referenced_files,
-    start, warnings,
+    Actor, Bundle, Calendar, CaseState, CommandRequest, Workflow, decide, golden, load,
+    referenced_files, start, warnings,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -106,7 +106,7 @@ fn the_seed_case_goes_through_every_stage() {
     assert_eq!(r.state.stage, "established");
     assert_eq!(r.state.entities["units"].len(), 9);
     assert_eq!(r.state.entities["visits"].len(), 9);
-    let codes: Vec<String> = warnings(&r.workflow, &r.state)
+    let codes: Vec<String> = warnings(&r.workflow, &r.state, &Calendar::weekends_only())
         .into_iter()
         .map(|w| w.code)
         .collect();
@@ -320,7 +320,7 @@ fn warnings_flag_days_off_and_short_notice_without_refusing() {
     let data = yaml(&workflows_dir().join("giam-sat-chuyen-de/examples/tuan-giao-2024.yaml"));
     let mut r = Runner::start(wf, data);
     let codes = |r: &Runner| -> Vec<(String, Option<String>)> {
-        warnings(&r.workflow, &r.state)
+        warnings(&r.workflow, &r.state, &Calendar::weekends_only())
             .into_iter()
             .map(|w| (w.code, w.entity))
             .collect()
@@ -337,7 +337,7 @@ fn warnings_flag_days_off_and_short_notice_without_refusing() {
         "2024-04-20T08:00:00+07:00",
         json!({"issued_on": "2024-04-20", "document": "tb"}),
     );
-    let short = warnings(&r.workflow, &r.state)
+    let short = warnings(&r.workflow, &r.state, &Calendar::weekends_only())
         .into_iter()
         .find(|w| w.code == "short_notice")
         .expect("short notice");
