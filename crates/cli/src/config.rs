@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn shipped_calendars_load_with_their_swaps() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/calendars");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/calendars");
         let c = load_calendar(&dir).expect("shipped calendars are valid");
         let d = |y, m, day| chrono::NaiveDate::from_ymd_opt(y, m, day).expect("date");
         for year in [2024, 2025, 2026] {
