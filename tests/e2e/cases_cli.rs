@@ -691,3 +691,53 @@ fn case_warnings_use_the_holiday_calendar() {
         "2024-04-29"
     );
 }
+
+#[test]
+fn calendar_commands_show_days_off_and_count_working_days() {
+    let s = Sandbox::sqlite();
+    let calendars = workflows()
+        .join("../config/calendars")
+        .display()
+        .to_string();
+    let config = s.write("cal.toml", &format!("[calendar]\ndir = \"{calendars}\"\n"));
+    let config = config.to_str().expect("path");
+    let check = s.ok(&["--config", config, "calendar", "check", "2024"]);
+    assert!(
+        check
+            .lines()
+            .contains(&"2024-04-29\tday off\tNgày Chiến thắng 30/4 và Ngày Quốc tế Lao động 1/5"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check.lines().contains(&"2024-05-04\tworking (make-up day)"),
+        "{}",
+        check.stdout
+    );
+    let days = s.ok(&[
+        "--config",
+        config,
+        "calendar",
+        "workdays",
+        "2024-04-25",
+        "2024-05-06",
+    ]);
+    assert_eq!(
+        days.lines(),
+        [
+            "2024-04-25",
+            "2024-04-26",
+            "2024-05-02",
+            "2024-05-03",
+            "2024-05-04",
+            "2024-05-06",
+            "6 working days"
+        ]
+    );
+    let none = s.ok(&["calendar", "check", "2030"]);
+    assert!(none.stdout.contains("2030: no calendar file"), "{}", none.stdout);
+    s.run(&["calendar", "workdays", "2024-05-06", "2024-05-01"])
+        .fails_with(1, &["is before"]);
+    s.run(&["calendar", "workdays", "6/5/2024", "2024-05-07"])
+        .fails_with(1, &["is not a date (YYYY-MM-DD)"]);
+}

@@ -2,6 +2,7 @@
 //! one command; the rules live in the library crates. Errors go to standard error with a non-zero
 //! exit code; nothing panics on bad input.
 
+mod calendar;
 mod cases;
 mod config;
 mod events;
@@ -58,6 +59,9 @@ enum Command {
     /// Start cases, run their commands, show them (a rejected command exits with 2)
     #[command(subcommand)]
     Case(cases::CaseCommand),
+    /// Check the holiday calendar and count working days
+    #[command(subcommand)]
+    Calendar(calendar::CalendarCommand),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +114,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     // Definitions need no database.
     let cli = match cli.command {
         Command::Workflow(command) => return workflows::run(&root, command),
+        Command::Calendar(command) => return calendar::run(&config.calendar.dir, command),
         _ => cli,
     };
     let url = cli.db.clone().unwrap_or_else(|| config.store.url.clone());
@@ -125,7 +130,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Events(command) => events::run(&store, command).await,
         Command::Verify(args) => events::verify(&store, args).await,
         Command::Case(command) => cases::run(&store, &root, &config.calendar.dir, command).await,
-        Command::Workflow(_) => Ok(ExitCode::SUCCESS),
+        Command::Workflow(_) | Command::Calendar(_) => Ok(ExitCode::SUCCESS),
     };
     store.close().await;
     result
