@@ -735,7 +735,11 @@ fn calendar_commands_show_days_off_and_count_working_days() {
         ]
     );
     let none = s.ok(&["calendar", "check", "2030"]);
-    assert!(none.stdout.contains("2030: no calendar file"), "{}", none.stdout);
+    assert!(
+        none.stdout.contains("2030: no calendar file"),
+        "{}",
+        none.stdout
+    );
     s.run(&["calendar", "workdays", "2024-05-06", "2024-05-01"])
         .fails_with(1, &["is before"]);
     s.run(&["calendar", "workdays", "6/5/2024", "2024-05-07"])
