@@ -568,6 +568,22 @@ fn a_running_case_keeps_the_definition_it_started_with() {
         0
     );
     let old_hash = show(&s, "old")["definition_hash"].clone();
+    // The same definition read through another path is the same pinned definition.
+    let relative = s.run(&[
+        "--workflows",
+        "wf",
+        "case",
+        "start",
+        "giam-sat-chuyen-de",
+        "--data",
+        &data,
+        "--id",
+        "old2",
+        "--as",
+        "secretariat:a",
+    ]);
+    assert_eq!(relative.code, 0, "{}", relative.stderr);
+    assert_eq!(show(&s, "old2")["definition_hash"], old_hash);
 
     // Version 2 renames issue_notice to thong_bao_lich.
     let text = std::fs::read_to_string(dst.join("workflow.yaml")).expect("read");

@@ -158,11 +158,15 @@ pub async fn load_case(store: &Store, id: &str) -> Result<Option<LoadedCase>, Ca
 /// the hash).
 pub async fn register(store: &Store, workflow: &Workflow) -> Result<(), CaseError> {
     let stream = definition_stream(workflow.name(), &workflow.hash)?;
+    // Where the files were read from is not part of the content (the hash leaves it out too), so
+    // the same definition read from another folder registers as the same event.
+    let mut bundle = (*workflow.bundle).clone();
+    bundle.origin = format!("{}/workflow.yaml", workflow.name());
     let data = serde_json::json!({
         "name": workflow.name(),
         "version": workflow.version(),
         "hash": workflow.hash,
-        "bundle": *workflow.bundle,
+        "bundle": bundle,
     });
     let id = Uuid::new_v5(
         &Uuid::NAMESPACE_OID,

@@ -215,7 +215,7 @@ async fn start(
     let data = read_data(&args.data)?;
     let id = args
         .id
-        .unwrap_or_else(|| Uuid::now_v7().simple().to_string()[..16].to_owned());
+        .unwrap_or_else(|| Uuid::new_v4().simple().to_string()[..12].to_owned());
     let at = time(&args.who, &workflow.definition.time_zone)?;
     let case = start_case(
         store,
