@@ -10,9 +10,13 @@
 #![allow(clippy::result_large_err)]
 
 use chrono::{DateTime, FixedOffset};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use giamsat_engine::{
-    Actor, Bundle, CaseEvent, CaseEventData, CaseState, CommandRequest, Rejection, Workflow,
-    decide, event_id, load, start,
+    Actor, Bundle, Calendar, CaseEvent, CaseEventData, CaseState, CommandRequest, LatePolicy,
+    Rejection, SYSTEM_ROLE, TimerInstance, TimerOutcome, TimerRecord, TimerState, Workflow, decide,
+    event_id, load, start, timers,
 };
 use giamsat_store::{Direction, Store, StoreError};
 use giamsat_types::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
@@ -201,6 +205,206 @@ pub async fn pinned(store: &Store, state: &CaseState) -> Result<Workflow, CaseEr
         hash: state.definition_hash.clone(),
         problems: p.to_string(),
     })
+}
+
+/// The definitions cases are pinned to, loaded from the log once and kept (a definition stored
+/// under a hash never changes).
+#[derive(Debug, Default)]
+pub struct Definitions {
+    loaded: Mutex<HashMap<String, Workflow>>,
+}
+
+impl Definitions {
+    pub fn new() -> Definitions {
+        Definitions::default()
+    }
+
+    /// The definition `state` is pinned to.
+    pub async fn get(&self, store: &Store, state: &CaseState) -> Result<Workflow, CaseError> {
+        let key = format!("{}/{}", state.workflow, state.definition_hash);
+        if let Some(w) = self.lock().get(&key) {
+            return Ok(w.clone());
+        }
+        let workflow = pinned(store, state).await?;
+        self.lock().insert(key, workflow.clone());
+        Ok(workflow)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Workflow>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Event type recording a timer whose command the workflow refused.
+pub const TIMER_REJECTED_EVENT: &str = "TimerRejected";
+/// Event type recording a late timer skipped by its policy.
+pub const TIMER_SKIPPED_EVENT: &str = "TimerSkipped";
+
+/// The actor timers run as.
+pub fn scheduler_actor() -> Actor {
+    Actor {
+        id: "scheduler".to_owned(),
+        role: SYSTEM_ROLE.to_owned(),
+        unit: None,
+    }
+}
+
+/// The command id of a timer instance: the same for every scheduler, so two schedulers firing
+/// the same timer produce the same event id and the store keeps one.
+pub fn timer_command_id(case: &str, instance: &str) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("giamsat:timer:{case}:{instance}").as_bytes(),
+    )
+}
+
+/// What happened when a timer was fired.
+#[derive(Debug, Clone)]
+pub enum FireOutcome {
+    /// The command was accepted; these events were appended.
+    Fired(Vec<CaseEvent>),
+    /// The workflow refused the command; a `TimerRejected` event records it.
+    Rejected(Rejection),
+    /// Late, and its policy skips late timers; a `TimerSkipped` event records it.
+    Skipped,
+    /// Another scheduler (or an earlier attempt) already acted on it.
+    AlreadyDone(TimerRecord),
+    /// The case's dates changed and the timer no longer exists, or it is not due yet, or its
+    /// command does not apply any more: nothing was done.
+    NotDue,
+}
+
+/// Fires one timer instance of a case at `now`: re-derives it from the current state (so a moved
+/// date or a changed stage is respected), then runs its command through the normal path with the
+/// case's expected version, or records that the workflow refused it or that the policy skipped it.
+/// A timer late by more than `skip_after` with policy `skip` is skipped. Safe to call from two
+/// schedulers at once: exactly one of them records the instance.
+pub async fn fire_timer(
+    store: &Store,
+    definitions: &Definitions,
+    calendar: &Calendar,
+    case_id: &str,
+    instance: &str,
+    now: DateTime<FixedOffset>,
+    skip_after: chrono::TimeDelta,
+) -> Result<FireOutcome, CaseError> {
+    let stream = case_stream(case_id)?;
+    for attempt in 0..RETRIES {
+        let case = load_case(store, case_id)
+            .await?
+            .ok_or_else(|| CaseError::NotFound(case_id.to_owned()))?;
+        let workflow = definitions.get(store, &case.state).await?;
+        let now = now
+            .with_timezone(&giamsat_engine::zone(&workflow))
+            .fixed_offset();
+        let all = timers(&workflow, &case.state, calendar);
+        let Some(timer) = all.into_iter().find(|t| t.instance == instance) else {
+            return Ok(FireOutcome::NotDue);
+        };
+        match &timer.state {
+            TimerState::Done(record) => return Ok(FireOutcome::AlreadyDone(record.clone())),
+            TimerState::Inactive => return Ok(FireOutcome::NotDue),
+            TimerState::Pending if timer.due > now => return Ok(FireOutcome::NotDue),
+            TimerState::Pending => {}
+        }
+        let command = timer_command_id(case_id, instance);
+        let actor = scheduler_actor();
+        let late = now - timer.due;
+        let (events, outcome) = if timer.when_late == LatePolicy::Skip && late > skip_after {
+            let record = timer.record(now, TimerOutcome::Skipped, None);
+            (
+                vec![timer_event(
+                    &timer,
+                    TIMER_SKIPPED_EVENT,
+                    record,
+                    &actor,
+                    now,
+                    command,
+                )],
+                FireOutcome::Skipped,
+            )
+        } else {
+            let request = CommandRequest {
+                id: command,
+                name: timer.command.clone(),
+                input: timer.input.clone(),
+                actor: actor.clone(),
+                at: now,
+            };
+            match decide(&workflow, &case.state, &request) {
+                Ok(mut events) => {
+                    if let Some(first) = events.first_mut() {
+                        first.data.timer = Some(timer.record(now, TimerOutcome::Fired, None));
+                    }
+                    let new = events
+                        .iter()
+                        .map(|e| to_new_event(e, &actor, command))
+                        .collect();
+                    (new, FireOutcome::Fired(events))
+                }
+                Err(rejection) => {
+                    let record =
+                        timer.record(now, TimerOutcome::Rejected, Some(rejection.code.clone()));
+                    (
+                        vec![timer_event(
+                            &timer,
+                            TIMER_REJECTED_EVENT,
+                            record,
+                            &actor,
+                            now,
+                            command,
+                        )],
+                        FireOutcome::Rejected(rejection),
+                    )
+                }
+            }
+        };
+        match store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(case.state.stream_version),
+                events,
+            )
+            .await
+        {
+            Ok(_) => return Ok(outcome),
+            Err(StoreError::WrongExpectedVersion { .. }) => {
+                let spread = u64::from(command.as_bytes()[15] % 8);
+                let pause = u64::from(attempt.min(10)) * 2 + spread;
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CaseError::Contended(case_id.to_owned()))
+}
+
+/// The event that records a rejected or skipped timer: no effects, the timer record.
+fn timer_event(
+    timer: &TimerInstance,
+    event_type: &str,
+    record: TimerRecord,
+    actor: &Actor,
+    now: DateTime<FixedOffset>,
+    command: Uuid,
+) -> NewEvent {
+    let event = CaseEvent {
+        event_id: event_id(command, 0),
+        event_type: event_type.to_owned(),
+        schema_version: 1,
+        data: CaseEventData {
+            command: timer.command.clone(),
+            at: now.to_rfc3339(),
+            actor: actor.clone(),
+            input: timer.input.clone(),
+            effects: Vec::new(),
+            pin: None,
+            timer: Some(record),
+        },
+    };
+    to_new_event(&event, actor, command)
 }
 
 fn to_new_event(event: &CaseEvent, actor: &Actor, command: Uuid) -> NewEvent {

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::timers::TimerRecord;
+
 /// Who runs a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
@@ -83,6 +85,10 @@ pub struct CaseEventData {
     pub effects: Vec<AppliedEffect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<Pin>,
+    /// Set when a timer issued the command (or when the event records a timer that was rejected
+    /// or skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer: Option<TimerRecord>,
 }
 
 /// An event the engine decided, ready to append.
@@ -126,6 +132,9 @@ pub struct CaseState {
     pub stream_version: u64,
     pub started_at: String,
     pub updated_at: String,
+    /// Timer instances that came due and were acted on, by instance id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timers: BTreeMap<String, TimerRecord>,
 }
 
 impl CaseState {
@@ -148,6 +157,9 @@ impl CaseState {
         }
         for effect in &data.effects {
             self.apply(effect, data);
+        }
+        if let Some(record) = &data.timer {
+            self.timers.insert(record.instance.clone(), record.clone());
         }
         self.stream_version = stream_version;
         self.updated_at.clone_from(&data.at);

@@ -198,6 +198,7 @@ pub fn start(
                 version: workflow.version(),
                 hash: workflow.hash.clone(),
             }),
+            timer: None,
         },
     })
 }
@@ -414,6 +415,7 @@ pub fn decide(
         input,
         effects,
         pin: None,
+        timer: None,
     };
     // Stage changes that follow from the new state, recorded in the same event.
     let mut after = state.clone();

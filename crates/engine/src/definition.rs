@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
@@ -368,15 +368,16 @@ pub struct TimerDecl {
     #[serde(default)]
     pub at: Option<String>,
     pub command: Spanned<String>,
-    /// Input of the command: field → JSON pointer into the context.
+    /// Input of the command: field → JSON pointer into the context (`{case, target, stage,
+    /// stage_since, started_at, params, due}`) or a literal (`{value: ...}`).
     #[serde(default)]
-    pub input: BTreeMap<String, String>,
+    pub input: BTreeMap<String, Operand>,
     /// What to do with a timer that came due while the scheduler was down.
     #[serde(default)]
     pub when_late: LatePolicy,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LatePolicy {
     #[default]

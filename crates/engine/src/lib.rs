@@ -13,6 +13,7 @@ mod decide;
 mod definition;
 pub mod golden;
 mod load;
+mod timers;
 mod warnings;
 
 pub use calendar::{Calendar, CalendarYear, Holiday, MakeUpDay};
@@ -22,4 +23,8 @@ pub use case::{
 pub use decide::{ADMIN_ROLE, CommandRequest, Rejection, decide, event_id, holds, nfc, start};
 pub use definition::*;
 pub use load::{Bundle, Problem, Problems, Workflow, load, referenced_files};
+pub use timers::{
+    Amount, At, CompiledTimer, Offset, OffsetTerm, OffsetUnit, SYSTEM_ROLE, TimerInstance,
+    TimerOutcome, TimerRecord, TimerState, local, parse_time_of_day, timers, zone,
+};
 pub use warnings::{Warning, warnings};

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::definition::{
     Command, Condition, Definition, Effect, EntitySource, Operand, Place, SchemaRef, WarningKind,
 };
+use crate::timers::{At, CompiledTimer, Offset, SYSTEM_ROLE};
 
 /// The texts a definition is made of: the YAML file and the files it refers to, by the path
 /// written in the definition (relative to the definition's folder).
@@ -88,6 +89,8 @@ pub struct Workflow {
     pub hash: String,
     pub start_schema: Arc<Value>,
     pub input_schemas: Arc<BTreeMap<String, Value>>,
+    /// The timers with their offsets and times of day parsed.
+    pub timers: Arc<Vec<CompiledTimer>>,
 }
 
 impl Workflow {
@@ -145,6 +148,7 @@ pub fn load(bundle: Bundle) -> Result<Workflow, Problems> {
             input_schemas.insert(command.id.value.clone(), schema);
         }
     }
+    let timers = v.timers();
     if !v.problems.is_empty() {
         return Err(Problems(v.problems));
     }
@@ -155,6 +159,7 @@ pub fn load(bundle: Bundle) -> Result<Workflow, Problems> {
         hash,
         start_schema: Arc::new(start_schema.unwrap_or(Value::Null)),
         input_schemas: Arc::new(input_schemas),
+        timers: Arc::new(timers),
     })
 }
 
@@ -362,8 +367,10 @@ impl<'a> Validator<'a> {
                 self.collection(each);
             }
             self.pointer(&t.relative_to, Some(&t.id));
-            for pointer in t.input.values() {
-                self.pointer(pointer, Some(&t.id));
+            for operand in t.input.values() {
+                if let Operand::Pointer(pointer) = operand {
+                    self.pointer(pointer, Some(&t.id));
+                }
             }
         }
         for d in &def.documents {
@@ -508,6 +515,85 @@ impl<'a> Validator<'a> {
                 self.condition(&each.require);
             }
         }
+    }
+
+    /// Parses every timer's offset and time of day, and checks that its command lets the
+    /// scheduler (role `system`) run it and that the parameters it names exist.
+    fn timers(&mut self) -> Vec<CompiledTimer> {
+        let def = self.def;
+        if def.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            self.problem(
+                None,
+                format!(
+                    "time_zone {:?} is not an IANA time zone name (for example Asia/Ho_Chi_Minh)",
+                    def.time_zone
+                ),
+            );
+        }
+        let mut out = Vec::new();
+        for t in &def.timers {
+            let place = Some(Place::of(&t.id));
+            let offset = match &t.offset {
+                None => Offset::default(),
+                Some(text) => match Offset::parse(text) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        self.problem(place, format!("timer {:?}: offset: {e}", t.id.value));
+                        continue;
+                    }
+                },
+            };
+            for name in offset.parameters() {
+                let integer = def
+                    .parameters
+                    .iter()
+                    .find(|p| p.id.value == name)
+                    .map(|p| p.default.is_i64());
+                match integer {
+                    None => self.problem(
+                        place,
+                        format!(
+                            "timer {:?}: offset names ${name}, which is not a declared parameter",
+                            t.id.value
+                        ),
+                    ),
+                    Some(false) => self.problem(
+                        place,
+                        format!(
+                            "timer {:?}: parameter {name} must have a whole-number default to \
+                             be used in an offset",
+                            t.id.value
+                        ),
+                    ),
+                    Some(true) => {}
+                }
+            }
+            let at = match t.at.as_deref().map(At::parse).transpose() {
+                Ok(at) => at,
+                Err(e) => {
+                    self.problem(place, format!("timer {:?}: at: {e}", t.id.value));
+                    continue;
+                }
+            };
+            if let Some(command) = def.commands.iter().find(|c| c.id.value == t.command.value)
+                && !command.roles.iter().any(|r| r.value == SYSTEM_ROLE)
+            {
+                self.problem(
+                    Some(Place::of(&t.command)),
+                    format!(
+                        "timer {:?} runs command {:?}, whose roles do not include {SYSTEM_ROLE:?} \
+                         (the role timers act as)",
+                        t.id.value, t.command.value
+                    ),
+                );
+            }
+            out.push(CompiledTimer {
+                decl: t.clone(),
+                offset,
+                at,
+            });
+        }
+        out
     }
 
     /// Resolves and compiles a schema; `None` (with a problem recorded) when it is unusable.

@@ -1,0 +1,519 @@
+//! The scheduler: moves cases forward on time. It keeps an index of due timers derived from the
+//! log (rebuilt from the log on start, kept current by following it), fires each timer through
+//! the normal command path when its time comes ([`giamsat_cases::fire_timer`]), and runs cron
+//! schedules with a high-water mark kept in the log. Clocks are injected ([`Clock`]).
+//!
+//! It changes nothing except by appending events with an expected version, so two schedulers on
+//! one database never both act on the same timer or cron run.
+
+#![allow(clippy::result_large_err)]
+
+mod clock;
+mod cron;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
+use giamsat_cases::{CaseError, Definitions, FireOutcome, fire_timer, load_case};
+use giamsat_engine::{Calendar, CaseEventData, CaseState, TimerInstance, timers};
+use giamsat_store::{EventFilter, Store, StoreError};
+use giamsat_types::Position;
+use tokio::sync::{Notify, watch};
+
+pub use clock::{Clock, ManualClock, SimulatedClock};
+pub use cron::{
+    CRON_RAN_EVENT, CRON_REGISTERED_EVENT, CRON_SKIPPED_EVENT, CronError, CronRun, CronSchedule,
+    CronState, cron_state, run_cron, run_crons,
+};
+
+const CASE_PREFIX: &str = "case/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Case(#[from] CaseError),
+    #[error(transparent)]
+    Cron(#[from] CronError),
+}
+
+/// How the scheduler behaves.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Timers of different cases fired at the same time (one case's timers always fire one at a
+    /// time, in due order).
+    pub concurrency: usize,
+    /// A timer with policy `skip` that is acted on later than this after its due time is skipped.
+    pub skip_late_after: TimeDelta,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> SchedulerOptions {
+        SchedulerOptions {
+            concurrency: 16,
+            skip_late_after: TimeDelta::minutes(5),
+        }
+    }
+}
+
+/// One timer the scheduler acted on (or found already acted on).
+#[derive(Debug, Clone)]
+pub struct Firing {
+    pub case: String,
+    pub instance: String,
+    pub due: DateTime<Utc>,
+    pub fired_at: DateTime<Utc>,
+    pub outcome: FireOutcome,
+}
+
+impl Firing {
+    /// The timer id, from the instance id (`timer:key@due`).
+    pub fn timer(&self) -> &str {
+        self.instance.split(':').next().unwrap_or_default()
+    }
+
+    /// The entity key, for per-entity timers.
+    pub fn key(&self) -> Option<&str> {
+        let rest = self.instance.split_once(':')?.1;
+        let key = rest.split_once('@')?.0;
+        (key != "-").then_some(key)
+    }
+}
+
+/// Pending timers in due order, and which ones belong to each case (to replace them when the
+/// case changes).
+#[derive(Debug, Default)]
+struct Index {
+    due: BTreeSet<(DateTime<Utc>, String, String)>,
+    by_case: HashMap<String, Vec<(DateTime<Utc>, String)>>,
+}
+
+impl Index {
+    fn replace(&mut self, case: &str, entries: Vec<(DateTime<Utc>, String)>) {
+        if let Some(old) = self.by_case.remove(case) {
+            for (due, instance) in old {
+                self.due.remove(&(due, case.to_owned(), instance));
+            }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        for (due, instance) in &entries {
+            self.due.insert((*due, case.to_owned(), instance.clone()));
+        }
+        self.by_case.insert(case.to_owned(), entries);
+    }
+
+    fn remove(&mut self, case: &str, due: DateTime<Utc>, instance: &str) {
+        self.due
+            .remove(&(due, case.to_owned(), instance.to_owned()));
+        if let Some(list) = self.by_case.get_mut(case) {
+            list.retain(|(_, i)| i != instance);
+        }
+    }
+
+    fn next(&self) -> Option<DateTime<Utc>> {
+        self.due.first().map(|(due, _, _)| *due)
+    }
+}
+
+/// The timer scheduler of one process.
+#[derive(Debug)]
+pub struct Scheduler {
+    store: Store,
+    clock: Clock,
+    calendar: RwLock<Arc<Calendar>>,
+    definitions: Definitions,
+    index: Mutex<Index>,
+    wake: Notify,
+    options: SchedulerOptions,
+    /// Restrict to one case (`simulate --case`).
+    only_case: Option<String>,
+}
+
+impl Scheduler {
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        calendar: Calendar,
+        options: SchedulerOptions,
+    ) -> Arc<Scheduler> {
+        Scheduler::build(store, clock, calendar, options, None)
+    }
+
+    /// A scheduler that looks at one case only.
+    pub fn for_case(
+        store: Store,
+        clock: Clock,
+        calendar: Calendar,
+        options: SchedulerOptions,
+        case: &str,
+    ) -> Arc<Scheduler> {
+        Scheduler::build(store, clock, calendar, options, Some(case.to_owned()))
+    }
+
+    fn build(
+        store: Store,
+        clock: Clock,
+        calendar: Calendar,
+        options: SchedulerOptions,
+        only_case: Option<String>,
+    ) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            store,
+            clock,
+            calendar: RwLock::new(Arc::new(calendar)),
+            definitions: Definitions::new(),
+            index: Mutex::new(Index::default()),
+            wake: Notify::new(),
+            options,
+            only_case,
+        })
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn calendar(&self) -> Arc<Calendar> {
+        self.calendar
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the calendar (new holiday files) and re-derives every case's timers. Dates of
+    /// the cases never change; only timers counted in working days may move.
+    pub async fn set_calendar(&self, calendar: Calendar) -> Result<(), SchedulerError> {
+        *self
+            .calendar
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(calendar);
+        let cases: Vec<String> = self.lock().by_case.keys().cloned().collect();
+        for case in cases {
+            self.refresh_case(&case).await?;
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Pending timers in the index.
+    pub fn pending(&self) -> usize {
+        self.lock().due.len()
+    }
+
+    /// The earliest pending due time.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.lock().next()
+    }
+
+    /// Builds the index from the whole log: folds every case in one pass, then derives its
+    /// timers. Returns the position it read up to.
+    pub async fn rebuild(&self) -> Result<Position, SchedulerError> {
+        let filter = EventFilter {
+            event_types: Vec::new(),
+            stream_prefix: match &self.only_case {
+                Some(case) => format!("{CASE_PREFIX}{case}"),
+                None => CASE_PREFIX.to_owned(),
+            },
+        };
+        let head = self.store.head().await?.map_or(0, |h| h.position);
+        let mut states: HashMap<String, CaseState> = HashMap::new();
+        let mut from = 1;
+        const PAGE: usize = 2048;
+        while from <= head {
+            let page = self.store.read_all(from, Some(head), PAGE, &filter).await?;
+            let Some(last) = page.last() else { break };
+            from = last.position + 1;
+            for event in page {
+                let Some(id) = event.stream_id.strip_prefix(CASE_PREFIX) else {
+                    continue;
+                };
+                if self.only_case.as_deref().is_some_and(|c| c != id) {
+                    continue;
+                }
+                let Ok(data) = serde_json::from_str::<CaseEventData>(&event.data) else {
+                    tracing::warn!(position = event.position, "not a case event; ignored");
+                    continue;
+                };
+                let state = states.entry(id.to_owned()).or_insert_with(|| CaseState {
+                    id: id.to_owned(),
+                    ..CaseState::default()
+                });
+                state.evolve(&data, event.stream_version);
+            }
+        }
+        let calendar = self.calendar();
+        for (id, state) in states {
+            let workflow = match self.definitions.get(&self.store, &state).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(case = %id, error = %e, "case skipped by the scheduler");
+                    continue;
+                }
+            };
+            let entries = pending(&timers(&workflow, &state, &calendar));
+            self.lock().replace(&id, entries);
+        }
+        Ok(head)
+    }
+
+    /// Re-derives one case's timers from its current state.
+    pub async fn refresh_case(&self, case: &str) -> Result<(), SchedulerError> {
+        let Some(loaded) = load_case(&self.store, case).await? else {
+            self.lock().replace(case, Vec::new());
+            return Ok(());
+        };
+        let workflow = self.definitions.get(&self.store, &loaded.state).await?;
+        let entries = pending(&timers(&workflow, &loaded.state, &self.calendar()));
+        self.lock().replace(case, entries);
+        Ok(())
+    }
+
+    /// The timers of one case as they stand now (pending, inactive and done).
+    pub async fn case_timers(&self, case: &str) -> Result<Vec<TimerInstance>, SchedulerError> {
+        let Some(loaded) = load_case(&self.store, case).await? else {
+            return Err(CaseError::NotFound(case.to_owned()).into());
+        };
+        let workflow = self.definitions.get(&self.store, &loaded.state).await?;
+        Ok(timers(&workflow, &loaded.state, &self.calendar()))
+    }
+
+    /// Fires every pending timer due at or before `now`, in due order per case, several cases at
+    /// a time. Returns what happened, in due order.
+    pub async fn fire_due(self: &Arc<Self>, now: DateTime<Utc>) -> Vec<Firing> {
+        let due: Vec<(DateTime<Utc>, String, String)> = {
+            let index = self.lock();
+            index
+                .due
+                .iter()
+                .take_while(|(due, _, _)| *due <= now)
+                .cloned()
+                .collect()
+        };
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let mut order: Vec<String> = Vec::new();
+        let mut per_case: HashMap<String, Vec<(DateTime<Utc>, String)>> = HashMap::new();
+        for (due, case, instance) in due {
+            let list = per_case.entry(case.clone()).or_default();
+            if list.is_empty() {
+                order.push(case);
+            }
+            list.push((due, instance));
+        }
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.options.concurrency.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for case in order {
+            let instances = per_case.remove(&case).unwrap_or_default();
+            let this = self.clone();
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                this.fire_case(&case, instances).await
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(result) = tasks.join_next().await {
+            match result {
+                Ok(firings) => out.extend(firings),
+                Err(e) => tracing::error!(error = %e, "a timer task failed"),
+            }
+        }
+        out.sort_by(|a, b| (a.due, &a.case, &a.instance).cmp(&(b.due, &b.case, &b.instance)));
+        out
+    }
+
+    async fn fire_case(&self, case: &str, instances: Vec<(DateTime<Utc>, String)>) -> Vec<Firing> {
+        let calendar = self.calendar();
+        let mut out = Vec::new();
+        for (due, instance) in instances {
+            let fired_at = self.clock.now();
+            let now: DateTime<FixedOffset> = fired_at.fixed_offset();
+            let result = fire_timer(
+                &self.store,
+                &self.definitions,
+                &calendar,
+                case,
+                &instance,
+                now,
+                self.options.skip_late_after,
+            )
+            .await;
+            self.lock().remove(case, due, &instance);
+            match result {
+                Ok(outcome) => {
+                    log_firing(case, &instance, due, fired_at, &outcome);
+                    out.push(Firing {
+                        case: case.to_owned(),
+                        instance,
+                        due,
+                        fired_at,
+                        outcome,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(case, instance, error = %e, "timer failed; it is retried when the case is next refreshed");
+                }
+            }
+        }
+        if let Err(e) = self.refresh_case(case).await {
+            tracing::warn!(case, error = %e, "cannot refresh the case's timers");
+        }
+        out
+    }
+
+    /// Runs until `shutdown` turns true: rebuilds the index, fires timers as they come due
+    /// (those that came due while no scheduler ran fire at once, in due order, recorded as late),
+    /// and follows the log so that new and changed cases are scheduled.
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), SchedulerError> {
+        let position = self.rebuild().await?;
+        tracing::info!(pending = self.pending(), clock = %self.clock.describe(), "scheduler started");
+        let follower = tokio::spawn(self.clone().follow(position));
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let wake = self.wake.notified();
+            self.fire_due(self.clock.now()).await;
+            let next = self.next_due();
+            tokio::select! {
+                _ = async {
+                    match next {
+                        Some(at) => self.clock.sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = wake => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        follower.abort();
+        Ok(())
+    }
+
+    async fn follow(self: Arc<Self>, after: Position) {
+        let filter = EventFilter {
+            event_types: Vec::new(),
+            stream_prefix: CASE_PREFIX.to_owned(),
+        };
+        let mut subscription = self.store.subscribe(after, filter);
+        loop {
+            let mut cases = BTreeSet::new();
+            match subscription.next().await {
+                Ok(event) => {
+                    cases.insert(event.stream_id);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler cannot read the log; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            while subscription.buffered() > 0 {
+                if let Ok(Some(event)) = subscription.try_next().await {
+                    cases.insert(event.stream_id);
+                }
+            }
+            for stream in cases {
+                let Some(case) = stream.strip_prefix(CASE_PREFIX) else {
+                    continue;
+                };
+                if self.only_case.as_deref().is_some_and(|c| c != case) {
+                    continue;
+                }
+                if let Err(e) = self.refresh_case(case).await {
+                    tracing::warn!(case, error = %e, "cannot schedule the case's timers");
+                }
+            }
+            self.wake.notify_one();
+        }
+    }
+
+    /// For simulations on a manual clock: moves the clock to each pending due time up to
+    /// `until`, in order, and fires what is due there. Returns everything that happened.
+    pub async fn advance_to(
+        self: &Arc<Self>,
+        clock: &ManualClock,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Firing>, SchedulerError> {
+        let mut out = Vec::new();
+        loop {
+            match self.next_due() {
+                Some(next) if next <= until => {
+                    clock.set(next);
+                    let firings = self.fire_due(clock.now()).await;
+                    if firings.is_empty() {
+                        // Nothing could be fired at this time (a failing case): do not spin.
+                        let stuck: Vec<(DateTime<Utc>, String, String)> = {
+                            let index = self.lock();
+                            index
+                                .due
+                                .iter()
+                                .take_while(|(due, _, _)| *due <= next)
+                                .cloned()
+                                .collect()
+                        };
+                        let mut index = self.lock();
+                        for (due, case, instance) in stuck {
+                            index.remove(&case, due, &instance);
+                        }
+                    }
+                    out.extend(firings);
+                }
+                _ => break,
+            }
+        }
+        clock.set(until);
+        Ok(out)
+    }
+}
+
+fn pending(timers: &[TimerInstance]) -> Vec<(DateTime<Utc>, String)> {
+    timers
+        .iter()
+        .filter(|t| t.is_pending())
+        .map(|t| (t.due.with_timezone(&Utc), t.instance.clone()))
+        .collect()
+}
+
+fn log_firing(
+    case: &str,
+    instance: &str,
+    due: DateTime<Utc>,
+    fired_at: DateTime<Utc>,
+    outcome: &FireOutcome,
+) {
+    let late_ms = (fired_at - due).num_milliseconds();
+    match outcome {
+        FireOutcome::Fired(events) => tracing::info!(
+            case,
+            instance,
+            late_ms,
+            events = ?events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+            "timer fired"
+        ),
+        FireOutcome::Rejected(r) => {
+            tracing::info!(case, instance, late_ms, code = %r.code, "timer's command no longer applies")
+        }
+        FireOutcome::Skipped => {
+            tracing::info!(case, instance, late_ms, "late timer skipped by its policy")
+        }
+        FireOutcome::AlreadyDone(_) => {
+            tracing::debug!(case, instance, "timer already handled by another scheduler")
+        }
+        FireOutcome::NotDue => tracing::debug!(case, instance, "timer moved or no longer applies"),
+    }
+}
