@@ -65,6 +65,8 @@ pub enum CaseError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Calendar(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -370,7 +372,9 @@ pub async fn fire_timer(
             .await
         {
             Ok(_) => return Ok(outcome),
-            Err(StoreError::WrongExpectedVersion { .. }) => {
+            // Another scheduler appended first (this one's content differs by its firing time
+            // when the event id is the same): re-read, and find the instance done.
+            Err(StoreError::WrongExpectedVersion { .. } | StoreError::EventIdConflict { .. }) => {
                 let spread = u64::from(command.as_bytes()[15] % 8);
                 let pause = u64::from(attempt.min(10)) * 2 + spread;
                 tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
@@ -535,4 +539,68 @@ pub async fn list_cases(store: &Store) -> Result<Vec<String>, CaseError> {
         }
     }
     Ok(ids)
+}
+
+/// Reads every `*.toml` calendar file in `dir` (one year each); a missing folder means weekends
+/// only. Errors name the file, line and column.
+pub fn read_calendar_dir(dir: &std::path::Path) -> Result<Calendar, CaseError> {
+    let bad = |message: String| CaseError::Calendar(message);
+    if !dir.is_dir() {
+        return Ok(Calendar::weekends_only());
+    }
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| CaseError::Read {
+            path: dir.display().to_string(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let mut years = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|source| CaseError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let value: toml::Value = toml::from_str(&text).map_err(|e| {
+            let place = e
+                .span()
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                    format!(":{line}:{column}")
+                })
+                .unwrap_or_default();
+            bad(format!(
+                "invalid calendar file {}{place}: {}",
+                path.display(),
+                e.message()
+            ))
+        })?;
+        let year: giamsat_engine::CalendarYear = serde_json::from_value(toml_to_json(value))
+            .map_err(|e| bad(format!("invalid calendar file {}: {e}", path.display())))?;
+        years.push(year);
+    }
+    Calendar::from_years(&years)
+        .map_err(|e| bad(format!("invalid calendar in {}: {e}", dir.display())))
+}
+
+/// TOML dates become `YYYY-MM-DD` strings, which the calendar types read.
+fn toml_to_json(value: toml::Value) -> Value {
+    match value {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(f) => Value::from(f),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => Value::Array(items.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(table) => Value::Object(
+            table
+                .into_iter()
+                .map(|(k, v)| (k, toml_to_json(v)))
+                .collect(),
+        ),
+    }
 }

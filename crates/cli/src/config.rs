@@ -213,59 +213,7 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 
 /// Reads every `*.toml` calendar file in `dir`; a missing folder means weekends only.
 pub fn load_calendar(dir: &Path) -> Result<giamsat_engine::Calendar> {
-    if !dir.is_dir() {
-        return Ok(giamsat_engine::Calendar::weekends_only());
-    }
-    let mut years = Vec::new();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read calendar folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
-    for path in paths {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read calendar file {}", path.display()))?;
-        let value: toml::Value = toml::from_str(&text).map_err(|e| {
-            let place = e
-                .span()
-                .map(|s| {
-                    let (l, c) = line_column(&text, s.start);
-                    format!(":{l}:{c}")
-                })
-                .unwrap_or_default();
-            anyhow::anyhow!(
-                "invalid calendar file {}{place}: {}",
-                path.display(),
-                e.message()
-            )
-        })?;
-        let year: giamsat_engine::CalendarYear = serde_json::from_value(toml_to_json(value))
-            .with_context(|| format!("invalid calendar file {}", path.display()))?;
-        years.push(year);
-    }
-    giamsat_engine::Calendar::from_years(&years)
-        .map_err(|e| anyhow::anyhow!("invalid calendar in {}: {e}", dir.display()))
-}
-
-/// TOML dates become `YYYY-MM-DD` strings, which the calendar types read.
-fn toml_to_json(value: toml::Value) -> serde_json::Value {
-    match value {
-        toml::Value::String(s) => serde_json::Value::String(s),
-        toml::Value::Integer(i) => serde_json::Value::from(i),
-        toml::Value::Float(f) => serde_json::Value::from(f),
-        toml::Value::Boolean(b) => serde_json::Value::Bool(b),
-        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
-        toml::Value::Array(items) => {
-            serde_json::Value::Array(items.into_iter().map(toml_to_json).collect())
-        }
-        toml::Value::Table(table) => serde_json::Value::Object(
-            table
-                .into_iter()
-                .map(|(k, v)| (k, toml_to_json(v)))
-                .collect(),
-        ),
-    }
+    giamsat_cases::read_calendar_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 #[cfg(test)]

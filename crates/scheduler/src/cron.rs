@@ -196,7 +196,9 @@ pub async fn run_cron(
             .await
         {
             Ok(_) => Ok(vec![CronRun::Registered { since: now }]),
-            Err(StoreError::WrongExpectedVersion { .. }) => Ok(Vec::new()),
+            Err(StoreError::WrongExpectedVersion { .. } | StoreError::EventIdConflict { .. }) => {
+                Ok(Vec::new())
+            }
             Err(e) => Err(e.into()),
         };
     };
@@ -272,7 +274,10 @@ pub async fn run_cron(
         .await
     {
         Ok(_) => Ok(runs),
-        Err(StoreError::WrongExpectedVersion { .. }) => Ok(Vec::new()),
+        // Another scheduler recorded these occurrences first.
+        Err(StoreError::WrongExpectedVersion { .. } | StoreError::EventIdConflict { .. }) => {
+            Ok(Vec::new())
+        }
         Err(e) => Err(e.into()),
     }
 }
