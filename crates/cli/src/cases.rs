@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, FixedOffset, Utc};
 use clap::{Args, Subcommand};
 use giamsat_cases::{
@@ -148,22 +148,14 @@ fn actor(who: &Who) -> Result<Actor> {
     }
 }
 
-/// The offset of the workflow's zone; Vietnam has had no daylight saving time since 1975.
-fn zone(name: &str) -> Result<FixedOffset> {
-    let hours = match name {
-        "Asia/Ho_Chi_Minh" | "Asia/Saigon" | "Asia/Bangkok" | "Asia/Jakarta" => 7,
-        "UTC" | "Etc/UTC" => 0,
-        other => bail!("time zone {other:?} is not supported yet"),
-    };
-    FixedOffset::east_opt(hours * 3600).ok_or_else(|| anyhow!("bad offset"))
-}
-
 fn time(who: &Who, zone_name: &str) -> Result<DateTime<FixedOffset>> {
-    let offset = zone(zone_name)?;
+    let zone: chrono_tz::Tz = zone_name
+        .parse()
+        .map_err(|_| anyhow!("time zone {zone_name:?} is not an IANA time zone name"))?;
     match &who.at {
         Some(text) => DateTime::parse_from_rfc3339(text)
             .with_context(|| format!("--at {text:?} is not an RFC 3339 time")),
-        None => Ok(Utc::now().with_timezone(&offset)),
+        None => Ok(Utc::now().with_timezone(&zone).fixed_offset()),
     }
 }
 

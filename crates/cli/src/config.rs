@@ -11,13 +11,101 @@ use serde::{Deserialize, Deserializer};
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/giamsat.toml";
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Config {
     pub store: StoreConfig,
     pub workflows: WorkflowsConfig,
     pub calendar: CalendarConfig,
+    pub scheduler: SchedulerConfig,
+    pub cron: Vec<CronConfig>,
     pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store: StoreConfig::default(),
+            workflows: WorkflowsConfig::default(),
+            calendar: CalendarConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            cron: vec![
+                CronConfig {
+                    id: "daily-digest".to_owned(),
+                    schedule: "0 7 * * *".to_owned(),
+                    time_zone: "Asia/Ho_Chi_Minh".to_owned(),
+                    catch_up: Duration::from_secs(6 * 3600),
+                    description: "Bản tin hằng ngày cho Văn phòng HĐND".to_owned(),
+                },
+                CronConfig {
+                    id: "monthly-follow-up-review".to_owned(),
+                    schedule: "0 8 1 * *".to_owned(),
+                    time_zone: "Asia/Ho_Chi_Minh".to_owned(),
+                    catch_up: Duration::from_secs(3 * 86_400),
+                    description: "Rà soát hằng tháng việc thực hiện kiến nghị".to_owned(),
+                },
+            ],
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SchedulerConfig {
+    pub concurrency: usize,
+    #[serde(deserialize_with = "duration")]
+    pub skip_late_after: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            concurrency: 16,
+            skip_late_after: Duration::from_secs(300),
+        }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn options(&self) -> giamsat_scheduler::SchedulerOptions {
+        giamsat_scheduler::SchedulerOptions {
+            concurrency: self.concurrency.max(1),
+            skip_late_after: chrono::TimeDelta::from_std(self.skip_late_after)
+                .unwrap_or(chrono::TimeDelta::MAX),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CronConfig {
+    pub id: String,
+    pub schedule: String,
+    #[serde(default = "default_zone")]
+    pub time_zone: String,
+    #[serde(deserialize_with = "duration")]
+    pub catch_up: Duration,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_zone() -> String {
+    "Asia/Ho_Chi_Minh".to_owned()
+}
+
+impl CronConfig {
+    pub fn schedule(&self) -> Result<giamsat_scheduler::CronSchedule> {
+        let catch_up = chrono::TimeDelta::from_std(self.catch_up).unwrap_or(chrono::TimeDelta::MAX);
+        giamsat_scheduler::CronSchedule::new(
+            &self.id,
+            &self.schedule,
+            &self.time_zone,
+            catch_up,
+            &self.description,
+        )
+        .map_err(|e| anyhow::anyhow!("configuration [[cron]]: {e}"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,7 +250,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Parses "250ms", "30s", "5m", "1h".
+/// Parses "250ms", "30s", "5m", "1h", "3d".
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
     let split = text
@@ -177,7 +265,8 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         "s" => Duration::from_secs(n),
         "m" | "min" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        other => bail!("duration {text:?} has unit {other:?}; use ms, s, m or h"),
+        "d" => Duration::from_secs(n * 86_400),
+        other => bail!("duration {text:?} has unit {other:?}; use ms, s, m, h or d"),
     })
 }
 
@@ -233,6 +322,14 @@ mod tests {
         assert_eq!(format!("{:?}", parsed.log), format!("{:?}", defaults.log));
         assert_eq!(parsed.workflows.dir, defaults.workflows.dir);
         assert_eq!(parsed.calendar.dir, defaults.calendar.dir);
+        assert_eq!(
+            format!("{:?}", parsed.scheduler),
+            format!("{:?}", defaults.scheduler)
+        );
+        assert_eq!(parsed.cron, defaults.cron);
+        for cron in &parsed.cron {
+            cron.schedule().expect("shipped cron schedules are valid");
+        }
     }
 
     #[test]

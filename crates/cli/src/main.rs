@@ -7,6 +7,7 @@ mod cases;
 mod config;
 mod events;
 mod output;
+mod schedule;
 mod workflows;
 
 use std::path::PathBuf;
@@ -42,6 +43,16 @@ struct Cli {
     #[arg(long, global = true, env = "GIAMSAT_WORKFLOWS", value_name = "DIR")]
     workflows: Option<PathBuf>,
 
+    /// Clock: system, sim:TIME[,speed=N] (a simulated clock starting at TIME, N times faster)
+    #[arg(
+        long,
+        global = true,
+        env = "GIAMSAT_CLOCK",
+        value_name = "CLOCK",
+        default_value = "system"
+    )]
+    clock: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +73,14 @@ enum Command {
     /// Check the holiday calendar and count working days
     #[command(subcommand)]
     Calendar(calendar::CalendarCommand),
+    /// List the timers of cases
+    #[command(subcommand)]
+    Timers(schedule::TimersCommand),
+    /// Fire every timer due up to a time, in order, on a simulated clock, and print what happened
+    Simulate(schedule::SimulateArgs),
+    /// Run the timer scheduler and cron schedules
+    #[command(subcommand)]
+    Scheduler(schedule::SchedulerCommand),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +136,8 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Calendar(command) => return calendar::run(&config.calendar.dir, command),
         _ => cli,
     };
+    let clock =
+        giamsat_scheduler::Clock::parse(&cli.clock).map_err(|e| anyhow::anyhow!("--clock: {e}"))?;
     let url = cli.db.clone().unwrap_or_else(|| config.store.url.clone());
     let store = Store::open(&url, config.store.options())
         .await
@@ -130,6 +151,13 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Events(command) => events::run(&store, command).await,
         Command::Verify(args) => events::verify(&store, args).await,
         Command::Case(command) => cases::run(&store, &root, &config.calendar.dir, command).await,
+        Command::Timers(schedule::TimersCommand::List(args)) => {
+            schedule::list(&store, &config, &clock, args).await
+        }
+        Command::Simulate(args) => schedule::simulate(&store, &config, &clock, args).await,
+        Command::Scheduler(schedule::SchedulerCommand::Run) => {
+            schedule::run(&store, &config, clock, &config.calendar.dir).await
+        }
         Command::Workflow(_) | Command::Calendar(_) => Ok(ExitCode::SUCCESS),
     };
     store.close().await;
