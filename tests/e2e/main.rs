@@ -3,4 +3,5 @@
 
 mod cases_cli;
 mod events_cli;
+mod scheduler_cli;
 mod support;

@@ -71,15 +71,35 @@ impl Sandbox {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run giamsat");
+        // Read both pipes while the child runs: a child whose output outgrows the pipe buffer
+        // would otherwise block on write and never exit.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    std::io::Read::read_to_end(&mut pipe, &mut bytes).expect("read output");
+                }
+                bytes
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
         let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().expect("wait").is_none() {
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!("giamsat {args:?} did not finish within 60 s");
             }
             std::thread::sleep(Duration::from_millis(5));
-        }
-        Run::from(child.wait_with_output().expect("output"))
+        };
+        Run::from(Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        })
     }
 
     /// Runs and insists on success.

@@ -196,7 +196,7 @@ pub struct TimerRecord {
 
 /// Where a timer instance stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
+#[serde(rename_all = "snake_case", tag = "state", content = "record")]
 pub enum TimerState {
     /// Waiting for its due time, and its command applies to the case as it is now.
     Pending,
