@@ -352,3 +352,66 @@ fn the_scheduler_fires_on_time_survives_kill_9_and_catches_up_once() {
         "2024-04-22T07:00:00+07:00"
     );
 }
+
+#[test]
+fn sighup_reloads_the_calendar_moving_working_day_timers_and_printing_new_warnings() {
+    let s = seed_sandbox();
+    // The running scheduler starts without holiday files: weekends only.
+    let hidden = s.path("calendars-later");
+    std::fs::rename(s.path("config/calendars"), &hidden).expect("hide the calendar files");
+    let log = std::fs::File::create(s.path("scheduler.log")).expect("log file");
+    let w = workflows_arg();
+    // Ten seconds before 08:00 on 16/4/2024, which is three working days before the deadline
+    // only once Giỗ Tổ (18/4) is known; with weekends only that reminder is due on 17/4.
+    let mut child = s
+        .command(&[
+            "--workflows",
+            &w,
+            "--clock",
+            "sim:2024-04-16T07:59:50+07:00",
+            "scheduler",
+            "run",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the scheduler");
+    let read_log = || std::fs::read_to_string(s.path("scheduler.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !read_log().contains("scheduler running") {
+        assert!(
+            Instant::now() < deadline,
+            "scheduler did not start: {}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The 2024 arrangement is published while it runs.
+    std::fs::rename(&hidden, s.path("config/calendars")).expect("publish the calendar files");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    let fired = wait_for_timer_events(&s, 9);
+    let _ = child.kill();
+    child.wait().expect("reap");
+    for (event_type, record) in &fired {
+        assert_eq!(event_type, "ReportReminderSent");
+        assert_eq!(record["due"], "2024-04-16T08:00:00+07:00");
+    }
+    let log = read_log();
+    assert!(log.contains("calendar reloaded"), "{log}");
+    assert!(
+        log.contains("calendar change: case tg: visit_on_non_working_day visits/xa-quai-cang: Buổi giám sát tại xa-quai-cang vào ngày 29/4/2024 không phải ngày làm việc"),
+        "{log}"
+    );
+    // Nothing in the case moved.
+    let case = gs(&s, &["case", "show", "tg", "--json"])
+        .json_lines()
+        .remove(0);
+    assert_eq!(
+        case["entities"]["visits"]["xa-quai-cang"]["data"]["date"],
+        "2024-04-29"
+    );
+}

@@ -281,17 +281,24 @@ pub async fn run(
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
     let mut timers = timers;
     let mut crons = crons;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        result = &mut timers => {
-            result.context("scheduler task")??;
-            bail!("the scheduler stopped unexpectedly");
-        }
-        result = &mut crons => {
-            result.context("cron task")??;
+    let mut crons_done = false;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hangup.recv() => reload_calendar(store, &scheduler, calendar_dir).await,
+            result = &mut timers => {
+                result.context("scheduler task")??;
+                bail!("the scheduler stopped unexpectedly");
+            }
+            result = &mut crons, if !crons_done => {
+                result.context("cron task")??;
+                crons_done = true;
+            }
         }
     }
     eprintln!("stopping the scheduler");
@@ -299,8 +306,60 @@ pub async fn run(
     if !timers.is_finished() {
         timers.await.context("scheduler task")??;
     }
-    if !crons.is_finished() {
+    if !crons_done {
         crons.await.context("cron task")??;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: reads the calendar files again. Working-day timers follow the new calendar; the
+/// cases' own dates never move, and every warning the new calendar adds is printed.
+async fn reload_calendar(store: &Store, scheduler: &Scheduler, dir: &Path) {
+    let new = match load_calendar(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("calendar not reloaded: {e:#}");
+            return;
+        }
+    };
+    let old = scheduler.calendar();
+    match calendar_warnings(store, &old, &new).await {
+        Ok(lines) => {
+            for line in lines {
+                eprintln!("{line}");
+            }
+        }
+        Err(e) => eprintln!("cannot compare the cases' warnings: {e:#}"),
+    }
+    match scheduler.set_calendar(new).await {
+        Ok(()) => eprintln!("calendar reloaded from {}", dir.display()),
+        Err(e) => eprintln!("calendar reloaded, but rescheduling failed: {e}"),
+    }
+}
+
+/// The warnings each case has under `new` and did not have under `old`.
+async fn calendar_warnings(
+    store: &Store,
+    old: &giamsat_engine::Calendar,
+    new: &giamsat_engine::Calendar,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for id in list_cases(store).await? {
+        let Some(case) = load_case(store, &id).await? else {
+            continue;
+        };
+        let workflow = pinned(store, &case.state).await?;
+        let before = giamsat_engine::warnings(&workflow, &case.state, old);
+        for w in giamsat_engine::warnings(&workflow, &case.state, new) {
+            if !before.contains(&w) {
+                out.push(format!(
+                    "calendar change: case {id}: {} {}: {}",
+                    w.code,
+                    w.entity.as_deref().unwrap_or("-"),
+                    w.message
+                ));
+            }
+        }
+    }
+    Ok(out)
 }

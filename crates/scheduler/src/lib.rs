@@ -28,6 +28,8 @@ pub use cron::{
 };
 
 const CASE_PREFIX: &str = "case/";
+/// How long a timer whose firing failed waits before the next attempt.
+const RETRY_AFTER_FAILURE: TimeDelta = TimeDelta::seconds(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -37,6 +39,12 @@ pub enum SchedulerError {
     Case(#[from] CaseError),
     #[error(transparent)]
     Cron(#[from] CronError),
+    #[error("timer {instance} of case {case} failed: {message}")]
+    Timer {
+        case: String,
+        instance: String,
+        message: String,
+    },
 }
 
 /// How the scheduler behaves.
@@ -114,6 +122,14 @@ impl Index {
         }
     }
 
+    fn insert(&mut self, case: &str, due: DateTime<Utc>, instance: &str) {
+        self.due.insert((due, case.to_owned(), instance.to_owned()));
+        self.by_case
+            .entry(case.to_owned())
+            .or_default()
+            .push((due, instance.to_owned()));
+    }
+
     fn next(&self) -> Option<DateTime<Utc>> {
         self.due.first().map(|(due, _, _)| *due)
     }
@@ -131,6 +147,8 @@ pub struct Scheduler {
     options: SchedulerOptions,
     /// Restrict to one case (`simulate --case`).
     only_case: Option<String>,
+    /// Firings that failed since last taken (for simulations, which stop at the first).
+    failures: Mutex<Vec<SchedulerError>>,
 }
 
 impl Scheduler {
@@ -170,6 +188,7 @@ impl Scheduler {
             wake: Notify::new(),
             options,
             only_case,
+            failures: Mutex::new(Vec::new()),
         })
     }
 
@@ -336,6 +355,7 @@ impl Scheduler {
     async fn fire_case(&self, case: &str, instances: Vec<(DateTime<Utc>, String)>) -> Vec<Firing> {
         let calendar = self.calendar();
         let mut out = Vec::new();
+        let mut failed = Vec::new();
         for (due, instance) in instances {
             let fired_at = self.clock.now();
             let now: DateTime<FixedOffset> = fired_at.fixed_offset();
@@ -362,9 +382,28 @@ impl Scheduler {
                     });
                 }
                 Err(e) => {
-                    tracing::error!(case, instance, error = %e, "timer failed; it is retried when the case is next refreshed");
+                    // A failure (the database unreachable, a definition missing) is retried
+                    // after a pause rather than at once, so it cannot spin.
+                    let retry = self.clock.now() + RETRY_AFTER_FAILURE;
+                    tracing::error!(case, instance, error = %e, retry_at = %retry, "timer failed");
+                    self.failures
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(SchedulerError::Timer {
+                            case: case.to_owned(),
+                            instance: instance.clone(),
+                            message: e.to_string(),
+                        });
+                    failed.push((retry, instance));
                 }
             }
+        }
+        if !failed.is_empty() {
+            let mut index = self.lock();
+            for (retry, instance) in failed {
+                index.insert(case, retry, &instance);
+            }
+            return out;
         }
         if let Err(e) = self.refresh_case(case).await {
             tracing::warn!(case, error = %e, "cannot refresh the case's timers");
@@ -388,6 +427,11 @@ impl Scheduler {
             }
             let wake = self.wake.notified();
             self.fire_due(self.clock.now()).await;
+            // Failures were logged and are retried after a pause; nothing here waits on them.
+            self.failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clear();
             let next = self.next_due();
             tokio::select! {
                 _ = async {
@@ -443,7 +487,8 @@ impl Scheduler {
     }
 
     /// For simulations on a manual clock: moves the clock to each pending due time up to
-    /// `until`, in order, and fires what is due there. Returns everything that happened.
+    /// `until`, in order, and fires what is due there. Returns everything that happened; stops
+    /// at the first timer that fails (with that error).
     pub async fn advance_to(
         self: &Arc<Self>,
         clock: &ManualClock,
@@ -455,21 +500,14 @@ impl Scheduler {
                 Some(next) if next <= until => {
                     clock.set(next);
                     let firings = self.fire_due(clock.now()).await;
-                    if firings.is_empty() {
-                        // Nothing could be fired at this time (a failing case): do not spin.
-                        let stuck: Vec<(DateTime<Utc>, String, String)> = {
-                            let index = self.lock();
-                            index
-                                .due
-                                .iter()
-                                .take_while(|(due, _, _)| *due <= next)
-                                .cloned()
-                                .collect()
-                        };
-                        let mut index = self.lock();
-                        for (due, case, instance) in stuck {
-                            index.remove(&case, due, &instance);
-                        }
+                    let failure = self
+                        .failures
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .drain(..)
+                        .next();
+                    if let Some(failure) = failure {
+                        return Err(failure);
                     }
                     out.extend(firings);
                 }
