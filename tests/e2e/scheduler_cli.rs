@@ -415,3 +415,50 @@ fn sighup_reloads_the_calendar_moving_working_day_timers_and_printing_new_warnin
         "2024-04-29"
     );
 }
+
+#[test]
+fn case_commands_take_their_time_from_the_clock() {
+    let s = seed_sandbox();
+    // On the system clock (2026 and later) the deadline of 20/4/2024 has long passed; on a
+    // simulated clock of 19/4/2024 it has not, and the workflow refuses the overdue mark.
+    let w = workflows_arg();
+    let early = s.run(&[
+        "--workflows",
+        &w,
+        "--clock",
+        "sim:2024-04-19T10:00:00+07:00",
+        "case",
+        "do",
+        "tg",
+        "mark_reports_overdue",
+        "--as",
+        "secretariat:huyen",
+    ]);
+    assert_eq!(early.code, 2, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("deadline_not_passed"),
+        "{}",
+        early.stderr
+    );
+    gs(
+        &s,
+        &[
+            "--clock",
+            "sim:2024-04-21T00:00:05+07:00",
+            "case",
+            "do",
+            "tg",
+            "mark_reports_overdue",
+            "--as",
+            "secretariat:huyen",
+        ],
+    );
+    let (_, last) = history(&s).pop().expect("event");
+    assert!(
+        last["at"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("2024-04-21T00:00:0"),
+        "{last}"
+    );
+}

@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, FixedOffset};
 use clap::{Args, Subcommand};
 use giamsat_cases::{
     CaseError, LoadedCase, list_cases, load_case, pinned, run_command, start_case,
 };
 use giamsat_engine::{Actor, CommandRequest, Rejection, warnings};
+use giamsat_scheduler::Clock;
 use giamsat_store::Store;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -38,7 +39,7 @@ pub struct Who {
     /// Who acts: ROLE:ID or ROLE:ID@UNIT [default: admin:$USER]
     #[arg(long = "as", value_name = "ACTOR")]
     actor: Option<String>,
-    /// Time of the command (RFC 3339) [default: now]
+    /// Time of the command (RFC 3339) [default: now, on the --clock]
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
 }
@@ -99,11 +100,12 @@ pub async fn run(
     store: &Store,
     root: &Path,
     calendar_dir: &Path,
+    clock: &Clock,
     command: CaseCommand,
 ) -> Result<ExitCode> {
     let result = match command {
-        CaseCommand::Start(args) => start(store, root, calendar_dir, args).await,
-        CaseCommand::Do(args) => act(store, calendar_dir, args).await,
+        CaseCommand::Start(args) => start(store, root, calendar_dir, clock, args).await,
+        CaseCommand::Do(args) => act(store, calendar_dir, clock, args).await,
         CaseCommand::Show(args) => show(store, calendar_dir, args).await,
         CaseCommand::List(args) => list(store, args).await,
         CaseCommand::History(args) => history(store, args).await,
@@ -148,14 +150,15 @@ fn actor(who: &Who) -> Result<Actor> {
     }
 }
 
-fn time(who: &Who, zone_name: &str) -> Result<DateTime<FixedOffset>> {
+/// `--at`, else the clock's now, in the workflow's zone.
+fn time(who: &Who, zone_name: &str, clock: &Clock) -> Result<DateTime<FixedOffset>> {
     let zone: chrono_tz::Tz = zone_name
         .parse()
         .map_err(|_| anyhow!("time zone {zone_name:?} is not an IANA time zone name"))?;
     match &who.at {
         Some(text) => DateTime::parse_from_rfc3339(text)
             .with_context(|| format!("--at {text:?} is not an RFC 3339 time")),
-        None => Ok(Utc::now().with_timezone(&zone).fixed_offset()),
+        None => Ok(clock.now().with_timezone(&zone).fixed_offset()),
     }
 }
 
@@ -201,6 +204,7 @@ async fn start(
     store: &Store,
     root: &Path,
     calendar_dir: &Path,
+    clock: &Clock,
     args: StartArgs,
 ) -> Result<ExitCode> {
     let workflow = workflows::by_name(root, &args.workflow)?;
@@ -208,7 +212,7 @@ async fn start(
     let id = args
         .id
         .unwrap_or_else(|| Uuid::new_v4().simple().to_string()[..12].to_owned());
-    let at = time(&args.who, &workflow.definition.time_zone)?;
+    let at = time(&args.who, &workflow.definition.time_zone, clock)?;
     let case = start_case(
         store,
         &workflow,
@@ -227,7 +231,7 @@ async fn start(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn act(store: &Store, calendar_dir: &Path, args: DoArgs) -> Result<ExitCode> {
+async fn act(store: &Store, calendar_dir: &Path, clock: &Clock, args: DoArgs) -> Result<ExitCode> {
     let input = match &args.data {
         Some(path) => read_data(path)?,
         None => set_fields(&args.set)?,
@@ -241,7 +245,7 @@ async fn act(store: &Store, calendar_dir: &Path, args: DoArgs) -> Result<ExitCod
         name: args.command.clone(),
         input,
         actor: actor(&args.who)?,
-        at: time(&args.who, &workflow.definition.time_zone)?,
+        at: time(&args.who, &workflow.definition.time_zone, clock)?,
     };
     let (case, events) = run_command(store, &args.case, request).await?;
     if args.json {

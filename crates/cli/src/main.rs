@@ -150,7 +150,9 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     let result = match cli.command {
         Command::Events(command) => events::run(&store, command).await,
         Command::Verify(args) => events::verify(&store, args).await,
-        Command::Case(command) => cases::run(&store, &root, &config.calendar.dir, command).await,
+        Command::Case(command) => {
+            cases::run(&store, &root, &config.calendar.dir, &clock, command).await
+        }
         Command::Timers(schedule::TimersCommand::List(args)) => {
             schedule::list(&store, &config, &clock, args).await
         }

@@ -216,8 +216,24 @@ pub async fn simulate(
         );
     }
     let firings = scheduler.advance_to(&manual, until).await?;
-    let tz = chrono_tz::Asia::Ho_Chi_Minh;
+    // Times are printed in each case's workflow zone.
+    let mut zones: std::collections::HashMap<String, chrono_tz::Tz> = Default::default();
     for firing in &firings {
+        if !zones.contains_key(&firing.case)
+            && let Some(case) = load_case(store, &firing.case).await?
+        {
+            let workflow = pinned(store, &case.state).await?;
+            zones.insert(firing.case.clone(), zone(&workflow));
+        }
+    }
+    let tz_of = |case: &str| {
+        zones
+            .get(case)
+            .copied()
+            .unwrap_or(chrono_tz::Asia::Ho_Chi_Minh)
+    };
+    for firing in &firings {
+        let tz = tz_of(&firing.case);
         let (outcome, detail) = describe(firing);
         if args.json {
             output::line(&serde_json::to_string(&json!({
@@ -246,7 +262,7 @@ pub async fn simulate(
         eprintln!(
             "{} timer(s) acted on up to {}; {} pending after it",
             firings.len(),
-            until.with_timezone(&tz).to_rfc3339(),
+            until.to_rfc3339(),
             scheduler.pending()
         );
     }
