@@ -15,8 +15,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
-use giamsat_cases::{CaseError, Definitions, FireOutcome, fire_timer, load_case};
-use giamsat_engine::{Calendar, CaseEventData, CaseState, TimerInstance, timers};
+use giamsat_cases::{CaseError, Definitions, FireOutcome, fire_timer, list_cases, load_case};
+use giamsat_engine::{Calendar, TimerInstance, timers};
 use giamsat_store::{EventFilter, Store, StoreError};
 use giamsat_types::Position;
 use tokio::sync::{Notify, watch};
@@ -234,53 +234,19 @@ impl Scheduler {
         self.lock().next()
     }
 
-    /// Builds the index from the whole log: folds every case in one pass, then derives its
-    /// timers. Returns the position it read up to.
+    /// Builds the index from the log: loads each case in turn (memory holds one case at a time,
+    /// however many there are), derives its timers and keeps the pending ones. Returns the log
+    /// position it was built at; following the log from there misses nothing.
     pub async fn rebuild(&self) -> Result<Position, SchedulerError> {
-        let filter = EventFilter {
-            event_types: Vec::new(),
-            stream_prefix: match &self.only_case {
-                Some(case) => format!("{CASE_PREFIX}{case}"),
-                None => CASE_PREFIX.to_owned(),
-            },
-        };
         let head = self.store.head().await?.map_or(0, |h| h.position);
-        let mut states: HashMap<String, CaseState> = HashMap::new();
-        let mut from = 1;
-        const PAGE: usize = 2048;
-        while from <= head {
-            let page = self.store.read_all(from, Some(head), PAGE, &filter).await?;
-            let Some(last) = page.last() else { break };
-            from = last.position + 1;
-            for event in page {
-                let Some(id) = event.stream_id.strip_prefix(CASE_PREFIX) else {
-                    continue;
-                };
-                if self.only_case.as_deref().is_some_and(|c| c != id) {
-                    continue;
-                }
-                let Ok(data) = serde_json::from_str::<CaseEventData>(&event.data) else {
-                    tracing::warn!(position = event.position, "not a case event; ignored");
-                    continue;
-                };
-                let state = states.entry(id.to_owned()).or_insert_with(|| CaseState {
-                    id: id.to_owned(),
-                    ..CaseState::default()
-                });
-                state.evolve(&data, event.stream_version);
+        let cases = match &self.only_case {
+            Some(case) => vec![case.clone()],
+            None => list_cases(&self.store).await?,
+        };
+        for case in cases {
+            if let Err(e) = self.refresh_case(&case).await {
+                tracing::warn!(case = %case, error = %e, "case skipped by the scheduler");
             }
-        }
-        let calendar = self.calendar();
-        for (id, state) in states {
-            let workflow = match self.definitions.get(&self.store, &state).await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(case = %id, error = %e, "case skipped by the scheduler");
-                    continue;
-                }
-            };
-            let entries = pending(&timers(&workflow, &state, &calendar));
-            self.lock().replace(&id, entries);
         }
         Ok(head)
     }
