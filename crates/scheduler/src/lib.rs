@@ -11,15 +11,18 @@
 mod clock;
 mod cron;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
-use giamsat_cases::{CaseError, Definitions, FireOutcome, fire_timer, list_cases, load_case};
-use giamsat_engine::{Calendar, TimerInstance, timers};
+use giamsat_cases::{
+    CaseError, Definitions, FireOutcome, fire_timer, list_cases, load_case, timer_command_id,
+};
+use giamsat_engine::{Calendar, TimerInstance, event_id, timers};
 use giamsat_store::{EventFilter, Store, StoreError};
 use giamsat_types::Position;
 use tokio::sync::{Notify, watch};
+use uuid::Uuid;
 
 pub use clock::{Clock, ManualClock, SimulatedClock};
 pub use cron::{
@@ -149,6 +152,8 @@ pub struct Scheduler {
     only_case: Option<String>,
     /// Firings that failed since last taken (for simulations, which stop at the first).
     failures: Mutex<Vec<SchedulerError>>,
+    /// Ids of events this scheduler's firings appended that the follower has not seen yet.
+    own: Mutex<HashSet<Uuid>>,
 }
 
 impl Scheduler {
@@ -189,6 +194,7 @@ impl Scheduler {
             options,
             only_case,
             failures: Mutex::new(Vec::new()),
+            own: Mutex::new(HashSet::new()),
         })
     }
 
@@ -216,6 +222,12 @@ impl Scheduler {
         }
         self.wake.notify_one();
         Ok(())
+    }
+
+    fn own_events(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -325,6 +337,10 @@ impl Scheduler {
         for (due, instance) in instances {
             let fired_at = self.clock.now();
             let now: DateTime<FixedOffset> = fired_at.fixed_offset();
+            // The first event a firing appends has this id; the follower skips it (this task
+            // refreshes the case itself below) instead of loading the case once more.
+            let first = event_id(timer_command_id(case, &instance), 0);
+            self.own_events().insert(first);
             let result = fire_timer(
                 &self.store,
                 &self.definitions,
@@ -336,6 +352,13 @@ impl Scheduler {
             )
             .await;
             self.lock().remove(case, due, &instance);
+            let appended = matches!(
+                result,
+                Ok(FireOutcome::Fired(_) | FireOutcome::Rejected(_) | FireOutcome::Skipped)
+            );
+            if !appended {
+                self.own_events().remove(&first);
+            }
             match result {
                 Ok(outcome) => {
                     log_firing(case, &instance, due, fired_at, &outcome);
@@ -424,7 +447,9 @@ impl Scheduler {
             let mut cases = BTreeSet::new();
             match subscription.next().await {
                 Ok(event) => {
-                    cases.insert(event.stream_id);
+                    if !self.own_events().remove(&event.event_id) {
+                        cases.insert(event.stream_id);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "scheduler cannot read the log; retrying");
@@ -433,7 +458,9 @@ impl Scheduler {
                 }
             }
             while subscription.buffered() > 0 {
-                if let Ok(Some(event)) = subscription.try_next().await {
+                if let Ok(Some(event)) = subscription.try_next().await
+                    && !self.own_events().remove(&event.event_id)
+                {
                     cases.insert(event.stream_id);
                 }
             }
