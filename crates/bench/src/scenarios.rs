@@ -17,7 +17,7 @@ use tokio::time::MissedTickBehavior;
 use crate::db::{Backend, DbArgs, Fresh};
 use crate::measure::{ms, payload, percentile, proc_status_mib, rate, round3};
 
-fn report(scenario: &str, db: &DbArgs, params: Value, results: Value) -> Value {
+pub fn report(scenario: &str, db: &DbArgs, params: Value, results: Value) -> Value {
     json!({
         "scenario": scenario,
         "backend": db.backend.name(),

@@ -300,36 +300,39 @@ pub fn timers(workflow: &Workflow, state: &CaseState, calendar: &Calendar) -> Ve
         "started_at": state.started_at,
         "params": params,
     });
+    // One context for every timer and entity: only `target` and `due` change between them, so
+    // the case data is never copied.
+    let mut context = base;
     for timer in workflow.timers.iter() {
         let decl = &timer.decl;
         let command = workflow.command(&decl.command.value);
         let stage_ok = command.is_some_and(|c| c.stages.iter().any(|s| s.value == state.stage));
         let mut targets: Vec<(Option<String>, Value, bool)> = Vec::new();
         match &decl.each {
-            None => targets.push((None, base.clone(), true)),
+            None => targets.push((None, Value::Null, true)),
             Some(each) => {
                 let Some(entities) = state.entities.get(&each.value) else {
                     continue;
                 };
                 for (key, entity) in entities {
-                    let mut context = base.clone();
                     let mut data = entity.data.clone();
                     if let Value::Object(map) = &mut data {
                         map.insert("key".to_owned(), Value::String(key.clone()));
                         map.insert("state".to_owned(), Value::String(entity.state.clone()));
                     }
-                    context["target"] = data;
                     let entity_ok = command
                         .and_then(|c| c.target.as_ref())
                         .filter(|t| t.collection.value == each.value)
                         .is_none_or(|t| {
                             t.states.is_empty() || t.states.iter().any(|s| s.value == entity.state)
                         });
-                    targets.push((Some(key.clone()), context, entity_ok));
+                    targets.push((Some(key.clone()), data, entity_ok));
                 }
             }
         }
-        for (key, mut context, entity_ok) in targets {
+        for (key, target, entity_ok) in targets {
+            context["target"] = target;
+            context["due"] = Value::Null;
             let Some(due) = due_time(timer, &context, &params, calendar, tz) else {
                 continue;
             };

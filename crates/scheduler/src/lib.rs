@@ -31,6 +31,8 @@ pub use cron::{
 };
 
 const CASE_PREFIX: &str = "case/";
+/// The most timers one round of [`Scheduler::fire_due`] takes up.
+pub const MAX_ROUND: usize = 1024;
 /// How long a timer whose firing failed waits before the next attempt.
 const RETRY_AFTER_FAILURE: TimeDelta = TimeDelta::seconds(30);
 
@@ -284,8 +286,9 @@ impl Scheduler {
         Ok(timers(&workflow, &loaded.state, &self.calendar()))
     }
 
-    /// Fires every pending timer due at or before `now`, in due order per case, several cases at
-    /// a time. Returns what happened, in due order.
+    /// Fires the pending timers due at or before `now` (the earliest [`MAX_ROUND`] of them: a
+    /// backlog after a long stop is worked off in rounds, so memory stays bounded), in due order
+    /// per case, several cases at a time. Returns what happened, in due order.
     pub async fn fire_due(self: &Arc<Self>, now: DateTime<Utc>) -> Vec<Firing> {
         let due: Vec<(DateTime<Utc>, String, String)> = {
             let index = self.lock();
@@ -293,6 +296,7 @@ impl Scheduler {
                 .due
                 .iter()
                 .take_while(|(due, _, _)| *due <= now)
+                .take(MAX_ROUND)
                 .cloned()
                 .collect()
         };
