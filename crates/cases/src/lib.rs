@@ -262,6 +262,13 @@ pub fn timer_command_id(case: &str, instance: &str) -> Uuid {
     )
 }
 
+/// A firing's outcome and the case's state after it (as read, when nothing was appended).
+#[derive(Debug, Clone)]
+pub struct TimerFiring {
+    pub outcome: FireOutcome,
+    pub state: CaseState,
+}
+
 /// What happened when a timer was fired.
 #[derive(Debug, Clone)]
 pub enum FireOutcome {
@@ -283,32 +290,47 @@ pub enum FireOutcome {
 /// case's expected version, or records that the workflow refused it or that the policy skipped it.
 /// A timer late by more than `skip_after` with policy `skip` is skipped. Safe to call from two
 /// schedulers at once: exactly one of them records the instance.
+#[allow(clippy::too_many_arguments)]
 pub async fn fire_timer(
     store: &Store,
     definitions: &Definitions,
     calendar: &Calendar,
     case_id: &str,
+    known: Option<CaseState>,
     instance: &str,
     now: DateTime<FixedOffset>,
     skip_after: chrono::TimeDelta,
-) -> Result<FireOutcome, CaseError> {
+) -> Result<TimerFiring, CaseError> {
     let stream = case_stream(case_id)?;
+    let mut known = known;
     for attempt in 0..RETRIES {
-        let case = load_case(store, case_id)
-            .await?
-            .ok_or_else(|| CaseError::NotFound(case_id.to_owned()))?;
-        let workflow = definitions.get(store, &case.state).await?;
+        // A state the caller already holds is tried first; the expected version on the append
+        // catches it being stale, and the retry reads the case afresh.
+        let state = match known.take() {
+            Some(state) => state,
+            None => {
+                load_case(store, case_id)
+                    .await?
+                    .ok_or_else(|| CaseError::NotFound(case_id.to_owned()))?
+                    .state
+            }
+        };
+        let done = |outcome: FireOutcome, state: CaseState| Ok(TimerFiring { outcome, state });
+        let workflow = definitions.get(store, &state).await?;
         let now = now
             .with_timezone(&giamsat_engine::zone(&workflow))
             .fixed_offset();
-        let all = timers(&workflow, &case.state, calendar);
+        let all = timers(&workflow, &state, calendar);
         let Some(timer) = all.into_iter().find(|t| t.instance == instance) else {
-            return Ok(FireOutcome::NotDue);
+            return done(FireOutcome::NotDue, state);
         };
         match &timer.state {
-            TimerState::Done(record) => return Ok(FireOutcome::AlreadyDone(record.clone())),
-            TimerState::Inactive => return Ok(FireOutcome::NotDue),
-            TimerState::Pending if timer.due > now => return Ok(FireOutcome::NotDue),
+            TimerState::Done(record) => {
+                let record = record.clone();
+                return done(FireOutcome::AlreadyDone(record), state);
+            }
+            TimerState::Inactive => return done(FireOutcome::NotDue, state),
+            TimerState::Pending if timer.due > now => return done(FireOutcome::NotDue, state),
             TimerState::Pending => {}
         }
         let command = timer_command_id(case_id, instance);
@@ -335,16 +357,12 @@ pub async fn fire_timer(
                 actor: actor.clone(),
                 at: now,
             };
-            match decide(&workflow, &case.state, &request) {
+            match decide(&workflow, &state, &request) {
                 Ok(mut events) => {
                     if let Some(first) = events.first_mut() {
                         first.data.timer = Some(timer.record(now, TimerOutcome::Fired, None));
                     }
-                    let new = events
-                        .iter()
-                        .map(|e| to_new_event(e, &actor, command))
-                        .collect();
-                    (new, FireOutcome::Fired(events))
+                    (events.clone(), FireOutcome::Fired(events))
                 }
                 Err(rejection) => {
                     let record =
@@ -363,15 +381,23 @@ pub async fn fire_timer(
                 }
             }
         };
+        let new = events
+            .iter()
+            .map(|e| to_new_event(e, &actor, command))
+            .collect();
         match store
-            .append(
-                &stream,
-                ExpectedVersion::Exact(case.state.stream_version),
-                events,
-            )
+            .append(&stream, ExpectedVersion::Exact(state.stream_version), new)
             .await
         {
-            Ok(_) => return Ok(outcome),
+            Ok(_) => {
+                // The state after the append, without reading it back.
+                let mut after = state;
+                let base = after.stream_version;
+                for (i, event) in events.iter().enumerate() {
+                    after.evolve(&event.data, base + 1 + i as u64);
+                }
+                return done(outcome, after);
+            }
             // Another scheduler appended first (this one's content differs by its firing time
             // when the event id is the same): re-read, and find the instance done.
             Err(StoreError::WrongExpectedVersion { .. } | StoreError::EventIdConflict { .. }) => {
@@ -393,8 +419,8 @@ fn timer_event(
     actor: &Actor,
     now: DateTime<FixedOffset>,
     command: Uuid,
-) -> NewEvent {
-    let event = CaseEvent {
+) -> CaseEvent {
+    CaseEvent {
         event_id: event_id(command, 0),
         event_type: event_type.to_owned(),
         schema_version: 1,
@@ -407,8 +433,7 @@ fn timer_event(
             pin: None,
             timer: Some(record),
         },
-    };
-    to_new_event(&event, actor, command)
+    }
 }
 
 fn to_new_event(event: &CaseEvent, actor: &Actor, command: Uuid) -> NewEvent {

@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use giamsat_cases::{
-    CaseError, Definitions, FireOutcome, fire_timer, list_cases, load_case, timer_command_id,
+    CaseError, Definitions, FireOutcome, TimerFiring, fire_timer, list_cases, load_case,
+    timer_command_id,
 };
-use giamsat_engine::{Calendar, TimerInstance, event_id, timers};
+use giamsat_engine::{Calendar, CaseState, TimerInstance, event_id, timers};
 use giamsat_store::{EventFilter, Store, StoreError};
 use giamsat_types::Position;
 use tokio::sync::{Notify, watch};
@@ -101,10 +102,20 @@ impl Firing {
 struct Index {
     due: BTreeSet<(DateTime<Utc>, String, String)>,
     by_case: HashMap<String, Vec<(DateTime<Utc>, String)>>,
+    /// The case version each case's entries were derived from: an older derivation (a firing
+    /// task's state, overtaken by another writer's event the follower already applied) never
+    /// replaces a newer one.
+    versions: HashMap<String, u64>,
 }
 
 impl Index {
-    fn replace(&mut self, case: &str, entries: Vec<(DateTime<Utc>, String)>) {
+    fn replace(&mut self, case: &str, version: u64, entries: Vec<(DateTime<Utc>, String)>) {
+        match self.versions.get(case) {
+            Some(known) if *known > version => return,
+            _ => {
+                self.versions.insert(case.to_owned(), version);
+            }
+        }
         if let Some(old) = self.by_case.remove(case) {
             for (due, instance) in old {
                 self.due.remove(&(due, case.to_owned(), instance));
@@ -218,7 +229,7 @@ impl Scheduler {
             .calendar
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(calendar);
-        let cases: Vec<String> = self.lock().by_case.keys().cloned().collect();
+        let cases: Vec<String> = self.lock().versions.keys().cloned().collect();
         for case in cases {
             self.refresh_case(&case).await?;
         }
@@ -268,12 +279,19 @@ impl Scheduler {
     /// Re-derives one case's timers from its current state.
     pub async fn refresh_case(&self, case: &str) -> Result<(), SchedulerError> {
         let Some(loaded) = load_case(&self.store, case).await? else {
-            self.lock().replace(case, Vec::new());
+            self.lock().replace(case, 0, Vec::new());
             return Ok(());
         };
-        let workflow = self.definitions.get(&self.store, &loaded.state).await?;
-        let entries = pending(&timers(&workflow, &loaded.state, &self.calendar()));
-        self.lock().replace(case, entries);
+        self.schedule(&loaded.state).await
+    }
+
+    /// Derives a case's pending timers from a state of it and puts them in the index (unless
+    /// the index already holds a derivation from a newer version).
+    async fn schedule(&self, state: &CaseState) -> Result<(), SchedulerError> {
+        let workflow = self.definitions.get(&self.store, state).await?;
+        let entries = pending(&timers(&workflow, state, &self.calendar()));
+        self.lock()
+            .replace(&state.id, state.stream_version, entries);
         Ok(())
     }
 
@@ -338,6 +356,7 @@ impl Scheduler {
         let calendar = self.calendar();
         let mut out = Vec::new();
         let mut failed = Vec::new();
+        let mut state: Option<CaseState> = None;
         for (due, instance) in instances {
             let fired_at = self.clock.now();
             let now: DateTime<FixedOffset> = fired_at.fixed_offset();
@@ -350,6 +369,7 @@ impl Scheduler {
                 &self.definitions,
                 &calendar,
                 case,
+                state.take(),
                 &instance,
                 now,
                 self.options.skip_late_after,
@@ -358,13 +378,22 @@ impl Scheduler {
             self.lock().remove(case, due, &instance);
             let appended = matches!(
                 result,
-                Ok(FireOutcome::Fired(_) | FireOutcome::Rejected(_) | FireOutcome::Skipped)
+                Ok(TimerFiring {
+                    outcome: FireOutcome::Fired(_)
+                        | FireOutcome::Rejected(_)
+                        | FireOutcome::Skipped,
+                    ..
+                })
             );
             if !appended {
                 self.own_events().remove(&first);
             }
             match result {
-                Ok(outcome) => {
+                Ok(TimerFiring {
+                    outcome,
+                    state: after,
+                }) => {
+                    state = Some(after);
                     log_firing(case, &instance, due, fired_at, &outcome);
                     out.push(Firing {
                         case: case.to_owned(),
@@ -398,7 +427,13 @@ impl Scheduler {
             }
             return out;
         }
-        if let Err(e) = self.refresh_case(case).await {
+        // Reschedule from the state the firings left (no read back); should another writer
+        // have appended meanwhile, the follower's derivation from the newer version wins.
+        let rescheduled = match &state {
+            Some(state) => self.schedule(state).await,
+            None => self.refresh_case(case).await,
+        };
+        if let Err(e) = rescheduled {
             tracing::warn!(case, error = %e, "cannot refresh the case's timers");
         }
         out
@@ -550,5 +585,37 @@ fn log_firing(
             tracing::debug!(case, instance, "timer already handled by another scheduler")
         }
         FireOutcome::NotDue => tracing::debug!(case, instance, "timer moved or no longer applies"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn an_older_derivation_never_replaces_a_newer_one() {
+        let mut index = Index::default();
+        let newer = vec![(
+            at("2024-04-26T01:00:00Z"),
+            "visit_reminder:a@new".to_owned(),
+        )];
+        let older = vec![(
+            at("2024-04-24T01:00:00Z"),
+            "visit_reminder:a@old".to_owned(),
+        )];
+        index.replace("tg", 7, newer);
+        index.replace("tg", 6, older);
+        assert_eq!(index.next(), Some(at("2024-04-26T01:00:00Z")));
+        assert_eq!(index.due.len(), 1);
+        // The same version again (a calendar reload) does replace.
+        index.replace("tg", 7, Vec::new());
+        assert_eq!(index.next(), None);
+        assert!(index.by_case.is_empty());
     }
 }
