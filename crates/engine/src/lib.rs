@@ -14,6 +14,7 @@ mod definition;
 pub mod golden;
 mod load;
 mod timers;
+pub mod vn;
 mod warnings;
 
 pub use calendar::{Calendar, CalendarYear, Holiday, MakeUpDay};
