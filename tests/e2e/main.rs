@@ -3,5 +3,6 @@
 
 mod cases_cli;
 mod events_cli;
+mod exporters_cli;
 mod scheduler_cli;
 mod support;

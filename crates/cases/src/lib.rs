@@ -612,8 +612,9 @@ pub fn read_calendar_dir(dir: &std::path::Path) -> Result<Calendar, CaseError> {
         .map_err(|e| bad(format!("invalid calendar in {}: {e}", dir.display())))
 }
 
-/// TOML dates become `YYYY-MM-DD` strings, which the calendar types read.
-fn toml_to_json(value: toml::Value) -> Value {
+/// TOML as JSON: dates become `YYYY-MM-DD` strings, which the calendar types read; exporter
+/// configuration tables are handed to plugins this way.
+pub fn toml_to_json(value: toml::Value) -> Value {
     match value {
         toml::Value::String(s) => Value::String(s),
         toml::Value::Integer(i) => Value::from(i),

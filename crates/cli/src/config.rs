@@ -19,7 +19,43 @@ pub struct Config {
     pub calendar: CalendarConfig,
     pub scheduler: SchedulerConfig,
     pub cron: Vec<CronConfig>,
+    pub exporters: Vec<ExporterConfig>,
     pub log: LogConfig,
+}
+
+/// One `[[exporters]]` table: `id`, `type`, `enabled` and the plugin's own keys (checked by the
+/// plugin, which names any key it does not know).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExporterConfig {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Attempts of a retryable error before the event is parked.
+    #[serde(default = "max_attempts", rename = "max-attempts")]
+    pub max_attempts: u32,
+    /// The first pause before a retry; it doubles each time (with jitter), up to a minute.
+    #[serde(
+        default = "initial_backoff",
+        rename = "initial-backoff",
+        deserialize_with = "duration"
+    )]
+    pub initial_backoff: Duration,
+    #[serde(flatten)]
+    pub settings: toml::Table,
+}
+
+fn max_attempts() -> u32 {
+    8
+}
+
+fn initial_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn enabled() -> bool {
+    true
 }
 
 impl Default for Config {
@@ -45,6 +81,7 @@ impl Default for Config {
                     description: "Rà soát hằng tháng việc thực hiện kiến nghị".to_owned(),
                 },
             ],
+            exporters: Vec::new(),
             log: LogConfig::default(),
         }
     }
@@ -327,6 +364,7 @@ mod tests {
             format!("{:?}", defaults.scheduler)
         );
         assert_eq!(parsed.cron, defaults.cron);
+        assert_eq!(parsed.exporters.len(), defaults.exporters.len());
         for cron in &parsed.cron {
             cron.schedule().expect("shipped cron schedules are valid");
         }

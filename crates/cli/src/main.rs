@@ -6,6 +6,7 @@ mod calendar;
 mod cases;
 mod config;
 mod events;
+mod exporters;
 mod output;
 mod schedule;
 mod workflows;
@@ -81,6 +82,9 @@ enum Command {
     /// Run the timer scheduler and cron schedules
     #[command(subcommand)]
     Scheduler(schedule::SchedulerCommand),
+    /// The exporters: list with their lag, parked events, retry, replay, run
+    #[command(subcommand)]
+    Exporters(exporters::ExportersCommand),
 }
 
 fn main() -> ExitCode {
@@ -160,6 +164,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Scheduler(schedule::SchedulerCommand::Run) => {
             schedule::run(&store, &config, clock, &config.calendar.dir).await
         }
+        Command::Exporters(command) => exporters::run(&store, &config, command).await,
         Command::Workflow(_) | Command::Calendar(_) => Ok(ExitCode::SUCCESS),
     };
     store.close().await;

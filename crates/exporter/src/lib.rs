@@ -214,6 +214,32 @@ impl std::fmt::Debug for Runner {
     }
 }
 
+/// How far behind the log's head an exporter's saved checkpoint is: events after it, and how
+/// long ago the oldest of them was committed.
+pub async fn lag(store: &Store, id: &str) -> Result<Lag, StoreError> {
+    let checkpoint = store
+        .load_checkpoint(&checkpoint_name(id))
+        .await?
+        .unwrap_or(0);
+    let head = store.head().await?.map_or(0, |h| h.position);
+    if head <= checkpoint {
+        return Ok(Lag {
+            events: 0,
+            seconds: 0.0,
+        });
+    }
+    let oldest = store
+        .read_all(checkpoint + 1, Some(head), 1, &EventFilter::all())
+        .await?;
+    let seconds = oldest.first().map_or(0.0, |e| {
+        (Utc::now() - e.recorded_at()).num_milliseconds().max(0) as f64 / 1000.0
+    });
+    Ok(Lag {
+        events: head - checkpoint,
+        seconds,
+    })
+}
+
 /// The checkpoint name of an exporter.
 pub fn checkpoint_name(id: &str) -> String {
     format!("exporter/{id}")
@@ -246,35 +272,7 @@ impl Runner {
     /// How far behind the log's head the exporter is now (read from the store, so a stuck
     /// exporter shows its growing lag).
     pub async fn lag(&self) -> Result<Lag, RunnerError> {
-        let checkpoint = self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .checkpoint;
-        let head = self
-            .store
-            .head()
-            .await
-            .map_err(|e| self.err(e))?
-            .map_or(0, |h| h.position);
-        if head <= checkpoint {
-            return Ok(Lag {
-                events: 0,
-                seconds: 0.0,
-            });
-        }
-        let oldest = self
-            .store
-            .read_all(checkpoint + 1, Some(head), 1, &EventFilter::all())
-            .await
-            .map_err(|e| self.err(e))?;
-        let seconds = oldest.first().map_or(0.0, |e| {
-            (Utc::now() - e.recorded_at()).num_milliseconds().max(0) as f64 / 1000.0
-        });
-        Ok(Lag {
-            events: head - checkpoint,
-            seconds,
-        })
+        lag(&self.store, &self.id).await.map_err(|e| self.err(e))
     }
 
     /// A handle on the status, updated as the runner works.

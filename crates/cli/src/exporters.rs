@@ -1,0 +1,246 @@
+//! `giamsat exporters ...`: the configured exporters, their lag and parked events, and running
+//! them without the daemon.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use giamsat_exporter::{Exporter, Runner, RunnerOptions, lag, parked};
+use giamsat_store::Store;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::config::{Config, ExporterConfig};
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum ExportersCommand {
+    /// The configured exporters: type, enabled, checkpoint, lag (events, seconds), parked events
+    List(JsonArg),
+    /// The events an exporter parked (could not export), with their errors
+    Parked(ParkedArgs),
+    /// Export one parked event again now (after fixing its cause)
+    Retry(RetryArgs),
+    /// Deliver again every event from a position on, at the exporter's next run
+    Replay(ReplayArgs),
+    /// Run the enabled exporters until interrupted; with --once, catch up to the end of the
+    /// log and exit
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ParkedArgs {
+    /// Exporter id
+    id: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Exporter id
+    id: String,
+    /// Id of the parked record (from `giamsat exporters parked`)
+    parked: Uuid,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Exporter id
+    id: String,
+    /// First log position to deliver again
+    #[arg(long, value_name = "POS")]
+    from: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Catch up to the end of the log, then exit
+    #[arg(long)]
+    once: bool,
+}
+
+/// Builds the plugin a configuration table names.
+fn build(config: &ExporterConfig) -> Result<Arc<dyn Exporter>> {
+    let settings = giamsat_cases::toml_to_json(toml::Value::Table(config.settings.clone()));
+    match config.kind.as_str() {
+        "jsonl" => giamsat_jsonl::JsonlExporter::from_config(settings)
+            .map(|e| Arc::new(e) as Arc<dyn Exporter>)
+            .map_err(|e| {
+                anyhow!(
+                    "configuration [[exporters]] id = {:?} (type jsonl): {e}",
+                    config.id
+                )
+            }),
+        other => bail!(
+            "configuration [[exporters]] id = {:?}: unknown type {other:?}; known types: jsonl",
+            config.id
+        ),
+    }
+}
+
+fn find<'a>(config: &'a Config, id: &str) -> Result<&'a ExporterConfig> {
+    config.exporters.iter().find(|e| e.id == id).ok_or_else(|| {
+        let ids: Vec<&str> = config.exporters.iter().map(|e| e.id.as_str()).collect();
+        anyhow!(
+            "no exporter {id:?} in the configuration (configured: {})",
+            if ids.is_empty() {
+                "none".to_owned()
+            } else {
+                ids.join(", ")
+            }
+        )
+    })
+}
+
+fn runner(store: &Store, config: &ExporterConfig) -> Result<Runner> {
+    let options = RunnerOptions {
+        max_attempts: config.max_attempts.max(1),
+        initial_backoff: config.initial_backoff,
+        ..RunnerOptions::default()
+    };
+    Ok(Runner::new(
+        &config.id,
+        store.clone(),
+        build(config)?,
+        options,
+    ))
+}
+
+pub async fn run(store: &Store, config: &Config, command: ExportersCommand) -> Result<ExitCode> {
+    let mut ids = std::collections::HashSet::new();
+    for e in &config.exporters {
+        if !ids.insert(e.id.as_str()) {
+            bail!("configuration [[exporters]]: id {:?} appears twice", e.id);
+        }
+    }
+    match command {
+        ExportersCommand::List(args) => {
+            for e in &config.exporters {
+                build(e)?;
+                let lag = lag(store, &e.id).await?;
+                let parked = parked(store, &e.id).await?.len();
+                let checkpoint = store
+                    .load_checkpoint(&giamsat_exporter::checkpoint_name(&e.id))
+                    .await?
+                    .unwrap_or(0);
+                if args.json {
+                    output::line(&serde_json::to_string(&json!({
+                        "id": e.id, "type": e.kind, "enabled": e.enabled, "checkpoint": checkpoint,
+                        "lag_events": lag.events, "lag_seconds": lag.seconds, "parked": parked,
+                    }))?)?;
+                } else {
+                    output::line(&format!(
+                        "{}\t{}\t{}\tcheckpoint {checkpoint}\tlag {} events, {:.1} s\tparked {parked}",
+                        e.id,
+                        e.kind,
+                        if e.enabled { "enabled" } else { "disabled" },
+                        lag.events,
+                        lag.seconds
+                    ))?;
+                }
+            }
+        }
+        ExportersCommand::Parked(args) => {
+            find(config, &args.id)?;
+            for p in parked(store, &args.id).await? {
+                if args.json {
+                    output::line(&serde_json::to_string(&p)?)?;
+                } else {
+                    output::line(&format!(
+                        "{}\t{}\t{}@{}\t{}\t{} attempt(s)\t{}",
+                        p.id,
+                        p.position,
+                        p.stream_id,
+                        p.event_type,
+                        if p.permanent {
+                            "permanent"
+                        } else {
+                            "retryable"
+                        },
+                        p.attempts,
+                        p.error
+                    ))?;
+                }
+            }
+        }
+        ExportersCommand::Retry(args) => {
+            let runner = runner(store, find(config, &args.id)?)?;
+            runner
+                .retry_parked(args.parked)
+                .await
+                .with_context(|| format!("exporter {}: retry of {}", args.id, args.parked))?;
+            output::line(&format!("exported {}; it is no longer parked", args.parked))?;
+        }
+        ExportersCommand::Replay(args) => {
+            let runner = runner(store, find(config, &args.id)?)?;
+            runner.replay_from(args.from).await?;
+            output::line(&format!(
+                "{} will deliver again from position {} at its next run",
+                args.id, args.from
+            ))?;
+        }
+        ExportersCommand::Run(args) => {
+            let runners = config
+                .exporters
+                .iter()
+                .filter(|e| e.enabled)
+                .map(|e| runner(store, e).map(Arc::new))
+                .collect::<Result<Vec<_>>>()?;
+            if args.once {
+                let mut tasks = tokio::task::JoinSet::new();
+                for r in runners {
+                    tasks.spawn(async move {
+                        let reached = r.run_once().await;
+                        (r, reached)
+                    });
+                }
+                let mut failed = false;
+                while let Some(joined) = tasks.join_next().await {
+                    let (r, reached) = joined.context("exporter task")?;
+                    let status = r.status().lock().map(|s| s.clone()).unwrap_or_default();
+                    match reached {
+                        Ok(position) => output::line(&format!(
+                            "{}\tcaught up to {position}\thandled {}\tparked {}",
+                            status.id, status.handled, status.parked
+                        ))?,
+                        Err(e) => {
+                            failed = true;
+                            eprintln!("error: {e}");
+                        }
+                    }
+                }
+                if failed {
+                    return Ok(ExitCode::FAILURE);
+                }
+            } else {
+                let (stop, shutdown) = tokio::sync::watch::channel(false);
+                let mut tasks = tokio::task::JoinSet::new();
+                for r in runners {
+                    let shutdown = shutdown.clone();
+                    tasks.spawn(async move { r.run(shutdown).await });
+                }
+                eprintln!("exporters running; Ctrl-C stops them");
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .context("cannot listen for SIGTERM")?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                let _ = stop.send(true);
+                while let Some(joined) = tasks.join_next().await {
+                    joined.context("exporter task")??;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
