@@ -75,21 +75,24 @@ fn gs(s: &Sandbox, args: &[&str]) -> crate::support::Run {
     s.ok(&all)
 }
 
+/// An event's type and data, from its `--json` form (data may be stored as JSON text).
+fn typed_data(e: &Value) -> (String, Value) {
+    let data = match &e["data"] {
+        Value::String(text) => serde_json::from_str(text).expect("data"),
+        other => other.clone(),
+    };
+    (
+        e["event_type"].as_str().unwrap_or_default().to_owned(),
+        data,
+    )
+}
+
 /// The data of every event of a case, with its type.
 fn history(s: &Sandbox) -> Vec<(String, Value)> {
     gs(s, &["case", "history", "tg", "--json"])
         .json_lines()
         .into_iter()
-        .map(|e| {
-            let data = match &e["data"] {
-                Value::String(text) => serde_json::from_str(text).expect("data"),
-                other => other.clone(),
-            };
-            (
-                e["event_type"].as_str().unwrap_or_default().to_owned(),
-                data,
-            )
-        })
+        .map(|e| typed_data(&e))
         .collect()
 }
 
@@ -330,16 +333,7 @@ fn the_scheduler_fires_on_time_survives_kill_9_and_catches_up_once() {
         .ok(&["events", "read", "cron/daily-digest", "--json"])
         .json_lines()
         .into_iter()
-        .map(|e| {
-            let data = match &e["data"] {
-                Value::String(text) => serde_json::from_str(text).expect("data"),
-                other => other.clone(),
-            };
-            (
-                e["event_type"].as_str().unwrap_or_default().to_owned(),
-                data,
-            )
-        })
+        .map(|e| typed_data(&e))
         .collect();
     let kinds: Vec<&str> = cron.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(

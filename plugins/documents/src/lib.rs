@@ -12,7 +12,7 @@
 use chrono::{NaiveDate, NaiveTime};
 use giamsat_engine::vn;
 use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError,
     RenderErrorReason,
 };
 use serde_json::Value;
@@ -56,10 +56,22 @@ fn date(h: &Helper<'_>, i: usize, name: &str) -> Result<NaiveDate, RenderError> 
         })
 }
 
-/// Writes a helper's text through the format's escaping, like a `{{field}}`.
-fn write(out: &mut dyn Output, r: &Handlebars<'_>, text: &str) -> HelperResult {
-    out.write(&r.get_escape_fn()(text))?;
-    Ok(())
+/// A helper that computes a text from its arguments; the text goes through the format's
+/// escaping, like a `{{field}}`.
+fn text_helper(
+    f: fn(&Helper<'_>) -> Result<String, RenderError>,
+) -> Box<dyn HelperDef + Send + Sync> {
+    Box::new(
+        move |h: &Helper<'_>,
+              r: &Handlebars<'_>,
+              _: &Context,
+              _: &mut RenderContext<'_, '_>,
+              out: &mut dyn Output|
+              -> HelperResult {
+            out.write(&r.get_escape_fn()(&f(h)?))?;
+            Ok(())
+        },
+    )
 }
 
 impl Templates {
@@ -72,102 +84,46 @@ impl Templates {
         }
         registry.register_helper(
             "vn_date",
-            Box::new(
-                |h: &Helper<'_>,
-                 r: &Handlebars<'_>,
-                 _: &Context,
-                 _: &mut RenderContext<'_, '_>,
-                 out: &mut dyn Output| {
-                    write(out, r, &vn::date_short(date(h, 0, "vn_date")?))
-                },
-            ),
+            text_helper(|h| Ok(vn::date_short(date(h, 0, "vn_date")?))),
         );
         registry.register_helper(
             "vn_date_long",
-            Box::new(
-                |h: &Helper<'_>,
-                 r: &Handlebars<'_>,
-                 _: &Context,
-                 _: &mut RenderContext<'_, '_>,
-                 out: &mut dyn Output| {
-                    write(out, r, &vn::date_long(date(h, 0, "vn_date_long")?))
-                },
-            ),
+            text_helper(|h| Ok(vn::date_long(date(h, 0, "vn_date_long")?))),
         );
         registry.register_helper(
             "vn_place_date",
-            Box::new(
-                |h: &Helper<'_>,
-                 r: &Handlebars<'_>,
-                 _: &Context,
-                 _: &mut RenderContext<'_, '_>,
-                 out: &mut dyn Output| {
-                    let place = arg(h, 0, "vn_place_date")?
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    write(
-                        out,
-                        r,
-                        &vn::place_date(&place, date(h, 1, "vn_place_date")?),
-                    )
-                },
-            ),
+            text_helper(|h| {
+                let place = arg(h, 0, "vn_place_date")?.as_str().unwrap_or_default();
+                Ok(vn::place_date(place, date(h, 1, "vn_place_date")?))
+            }),
         );
         registry.register_helper(
             "vn_time",
-            Box::new(
-                |h: &Helper<'_>,
-                 r: &Handlebars<'_>,
-                 _: &Context,
-                 _: &mut RenderContext<'_, '_>,
-                 out: &mut dyn Output| {
-                    let value = arg(h, 0, "vn_time")?;
-                    let time = value
-                        .as_str()
-                        .and_then(|t| NaiveTime::parse_from_str(t, "%H:%M").ok())
-                        .ok_or_else(|| {
-                            RenderErrorReason::Other(format!("vn_time: {value} is not HH:MM"))
-                        })?;
-                    write(out, r, &vn::time(time))
-                },
-            ),
+            text_helper(|h| {
+                let value = arg(h, 0, "vn_time")?;
+                let time = value
+                    .as_str()
+                    .and_then(|t| NaiveTime::parse_from_str(t, "%H:%M").ok())
+                    .ok_or_else(|| {
+                        RenderErrorReason::Other(format!("vn_time: {value} is not HH:MM"))
+                    })?;
+                Ok(vn::time(time))
+            }),
         );
         registry.register_helper(
             "vn_weekday",
-            Box::new(
-                |h: &Helper<'_>,
-                 r: &Handlebars<'_>,
-                 _: &Context,
-                 _: &mut RenderContext<'_, '_>,
-                 out: &mut dyn Output| {
-                    write(out, r, vn::weekday(date(h, 0, "vn_weekday")?))
-                },
-            ),
+            text_helper(|h| Ok(vn::weekday(date(h, 0, "vn_weekday")?).to_owned())),
         );
         registry.register_helper(
             "number_line",
-            Box::new(
-                |h: &Helper<'_>,
-                 r: &Handlebars<'_>,
-                 _: &Context,
-                 _: &mut RenderContext<'_, '_>,
-                 out: &mut dyn Output| {
-                    let number = arg(h, 0, "number_line")?
-                        .as_u64()
-                        .and_then(|n| u32::try_from(n).ok());
-                    let type_code = arg(h, 1, "number_line")?.as_str().map(str::to_owned);
-                    let issuer = arg(h, 2, "number_line")?
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    write(
-                        out,
-                        r,
-                        &vn::number_line(number, type_code.as_deref(), &issuer),
-                    )
-                },
-            ),
+            text_helper(|h| {
+                let number = arg(h, 0, "number_line")?
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok());
+                let type_code = arg(h, 1, "number_line")?.as_str();
+                let issuer = arg(h, 2, "number_line")?.as_str().unwrap_or_default();
+                Ok(vn::number_line(number, type_code, issuer))
+            }),
         );
         Templates { registry }
     }
