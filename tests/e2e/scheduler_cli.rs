@@ -63,6 +63,16 @@ fn seed_sandbox() -> Sandbox {
     s
 }
 
+/// `simulate` from the notice (25/3/2024) to the start of 27/4/2024, as JSON Lines.
+const SIMULATE_TO_27_4: &[&str] = &[
+    "--clock",
+    "sim:2024-03-25T08:00:00+07:00",
+    "simulate",
+    "--until",
+    "2024-04-27T00:00:00+07:00",
+    "--json",
+];
+
 fn workflows_arg() -> String {
     repo().join("workflows").display().to_string()
 }
@@ -133,17 +143,7 @@ fn wait_for_timer_events(s: &Sandbox, n: usize) -> Vec<(String, Value)> {
 #[test]
 fn simulate_takes_the_seed_case_through_reports_due_and_visits_on_the_calendars_dates() {
     let s = seed_sandbox();
-    let run = gs(
-        &s,
-        &[
-            "--clock",
-            "sim:2024-03-25T08:00:00+07:00",
-            "simulate",
-            "--until",
-            "2024-04-27T00:00:00+07:00",
-            "--json",
-        ],
-    );
+    let run = gs(&s, SIMULATE_TO_27_4);
     let lines = run.json_lines();
     let rows: Vec<(String, String, String, String)> = lines
         .iter()
@@ -267,17 +267,7 @@ fn simulate_takes_the_seed_case_through_reports_due_and_visits_on_the_calendars_
     assert_eq!(first_pending["command"], "send_visit_reminder");
 
     // A second simulation over the same period fires nothing again.
-    let again = gs(
-        &s,
-        &[
-            "--clock",
-            "sim:2024-03-25T08:00:00+07:00",
-            "simulate",
-            "--until",
-            "2024-04-27T00:00:00+07:00",
-            "--json",
-        ],
-    );
+    let again = gs(&s, SIMULATE_TO_27_4);
     assert!(again.stdout.is_empty(), "{}", again.stdout);
 }
 
