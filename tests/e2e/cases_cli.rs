@@ -36,6 +36,20 @@ fn ok(s: &Sandbox, args: &[&str]) -> crate::support::Run {
     run
 }
 
+/// Copies a folder with everything in it (a workflow: definition, schemas, templates...).
+fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for entry in std::fs::read_dir(src).expect("read dir") {
+        let path = entry.expect("entry").path();
+        let target = dst.join(path.file_name().expect("name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
 fn show(s: &Sandbox, case: &str) -> Value {
     ok(s, &["case", "show", case, "--json"])
         .json_lines()
@@ -532,16 +546,7 @@ fn a_running_case_keeps_the_definition_it_started_with() {
     // A private copy of the workflow that this test edits after a case has started.
     let src = workflows().join("giam-sat-chuyen-de");
     let dst = s.path("wf/giam-sat-chuyen-de");
-    for sub in ["", "schemas", "examples"] {
-        std::fs::create_dir_all(dst.join(sub)).expect("mkdir");
-    }
-    for file in [
-        "workflow.yaml",
-        "schemas/start.schema.json",
-        "examples/tuan-giao-2024.yaml",
-    ] {
-        std::fs::copy(src.join(file), dst.join(file)).expect("copy");
-    }
+    copy_dir(&src, &dst);
     let wf = s.path("wf").display().to_string();
     let data = dst
         .join("examples/tuan-giao-2024.yaml")

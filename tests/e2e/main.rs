@@ -2,6 +2,7 @@
 //! and (when `GIAMSAT_TEST_POSTGRES_URL` is set) a real PostgreSQL.
 
 mod cases_cli;
+mod documents_cli;
 mod events_cli;
 mod exporters_cli;
 mod scheduler_cli;

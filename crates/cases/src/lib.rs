@@ -127,6 +127,17 @@ pub struct LoadedCase {
 
 /// Reads and folds a case; `None` when it has no events.
 pub async fn load_case(store: &Store, id: &str) -> Result<Option<LoadedCase>, CaseError> {
+    load_case_until(store, id, u64::MAX).await
+}
+
+/// Reads and folds a case up to and including its event at stream version `until`: the case as
+/// it was when that event was recorded (documents render it so, however often they are rendered
+/// again).
+pub async fn load_case_until(
+    store: &Store,
+    id: &str,
+    until: u64,
+) -> Result<Option<LoadedCase>, CaseError> {
     let stream = case_stream(id)?;
     let mut events = Vec::new();
     let mut from = 1;
@@ -136,8 +147,9 @@ pub async fn load_case(store: &Store, id: &str) -> Result<Option<LoadedCase>, Ca
             .await?;
         let done = page.len() < PAGE;
         from += page.len() as u64;
-        events.extend(page);
-        if done {
+        let before = page.len();
+        events.extend(page.into_iter().filter(|e| e.stream_version <= until));
+        if done || events.len() < from as usize - 1 || before == 0 {
             break;
         }
     }

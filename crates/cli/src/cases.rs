@@ -138,7 +138,7 @@ fn print_rejection(r: &Rejection) {
     );
 }
 
-fn actor(who: &Who) -> Result<Actor> {
+pub(crate) fn actor(who: &Who) -> Result<Actor> {
     match &who.actor {
         Some(text) => Actor::parse(text)
             .ok_or_else(|| anyhow!("--as {text:?} must be ROLE:ID or ROLE:ID@UNIT")),
@@ -151,7 +151,7 @@ fn actor(who: &Who) -> Result<Actor> {
 }
 
 /// `--at`, else the clock's now, in the workflow's zone.
-fn time(who: &Who, zone_name: &str, clock: &Clock) -> Result<DateTime<FixedOffset>> {
+pub(crate) fn time(who: &Who, zone_name: &str, clock: &Clock) -> Result<DateTime<FixedOffset>> {
     let zone: chrono_tz::Tz = zone_name
         .parse()
         .map_err(|_| anyhow!("time zone {zone_name:?} is not an IANA time zone name"))?;

@@ -81,7 +81,18 @@ impl Default for Config {
                     description: "Rà soát hằng tháng việc thực hiện kiến nghị".to_owned(),
                 },
             ],
-            exporters: Vec::new(),
+            // The documents exporter: every declared document, in every format, under documents/.
+            exporters: vec![ExporterConfig {
+                id: "documents".to_owned(),
+                kind: "documents".to_owned(),
+                enabled: true,
+                max_attempts: max_attempts(),
+                initial_backoff: initial_backoff(),
+                settings: toml::toml! {
+                    output = "documents"
+                    formats = ["html", "md", "docx"]
+                },
+            }],
             log: LogConfig::default(),
         }
     }
@@ -364,7 +375,10 @@ mod tests {
             format!("{:?}", defaults.scheduler)
         );
         assert_eq!(parsed.cron, defaults.cron);
-        assert_eq!(parsed.exporters.len(), defaults.exporters.len());
+        assert_eq!(
+            format!("{:?}", parsed.exporters),
+            format!("{:?}", defaults.exporters)
+        );
         for cron in &parsed.cron {
             cron.schedule().expect("shipped cron schedules are valid");
         }

@@ -68,9 +68,19 @@ pub struct RunArgs {
 }
 
 /// Builds the plugin a configuration table names.
-fn build(config: &ExporterConfig) -> Result<Arc<dyn Exporter>> {
+fn build(config: &ExporterConfig, store: &Store) -> Result<Arc<dyn Exporter>> {
     let settings = giamsat_cases::toml_to_json(toml::Value::Table(config.settings.clone()));
     match config.kind.as_str() {
+        "documents" => {
+            giamsat_documents::exporter::DocumentsExporter::from_config(settings, store.clone())
+                .map(|e| Arc::new(e) as Arc<dyn Exporter>)
+                .map_err(|e| {
+                    anyhow!(
+                        "configuration [[exporters]] id = {:?} (type documents): {e}",
+                        config.id
+                    )
+                })
+        }
         "jsonl" => giamsat_jsonl::JsonlExporter::from_config(settings)
             .map(|e| Arc::new(e) as Arc<dyn Exporter>)
             .map_err(|e| {
@@ -80,7 +90,7 @@ fn build(config: &ExporterConfig) -> Result<Arc<dyn Exporter>> {
                 )
             }),
         other => bail!(
-            "configuration [[exporters]] id = {:?}: unknown type {other:?}; known types: jsonl",
+            "configuration [[exporters]] id = {:?}: unknown type {other:?}; known types: documents, jsonl",
             config.id
         ),
     }
@@ -109,7 +119,7 @@ fn runner(store: &Store, config: &ExporterConfig) -> Result<Runner> {
     Ok(Runner::new(
         &config.id,
         store.clone(),
-        build(config)?,
+        build(config, store)?,
         options,
     ))
 }
@@ -124,7 +134,7 @@ pub async fn run(store: &Store, config: &Config, command: ExportersCommand) -> R
     match command {
         ExportersCommand::List(args) => {
             for e in &config.exporters {
-                build(e)?;
+                build(e, store)?;
                 let lag = lag(store, &e.id).await?;
                 let parked = parked(store, &e.id).await?.len();
                 let checkpoint = store

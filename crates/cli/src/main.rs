@@ -5,6 +5,7 @@
 mod calendar;
 mod cases;
 mod config;
+mod documents;
 mod events;
 mod exporters;
 mod output;
@@ -85,6 +86,10 @@ enum Command {
     /// The exporters: list with their lag, parked events, retry, replay, run
     #[command(subcommand)]
     Exporters(exporters::ExportersCommand),
+    /// A case's documents, numbering after signature, corrections, the register of outgoing
+    /// documents
+    #[command(subcommand)]
+    Documents(documents::DocumentsCommand),
 }
 
 fn main() -> ExitCode {
@@ -165,6 +170,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             schedule::run(&store, &config, clock, &config.calendar.dir).await
         }
         Command::Exporters(command) => exporters::run(&store, &config, command).await,
+        Command::Documents(command) => documents::run(&store, &clock, command).await,
         Command::Workflow(_) | Command::Calendar(_) => Ok(ExitCode::SUCCESS),
     };
     store.close().await;

@@ -96,14 +96,25 @@ fn check(path: &Path) -> Result<ExitCode> {
     let mut failed = false;
     for dir in dirs {
         match load(read_bundle(&dir)?) {
-            Ok(w) => output::line(&format!(
-                "ok {} version {} ({} stages, {} commands) {}",
-                w.name(),
-                w.version(),
-                w.definition.stages.len(),
-                w.definition.commands.len(),
-                &w.hash[..12]
-            ))?,
+            Ok(w) => {
+                let problems = giamsat_documents::check_templates(&w);
+                if problems.is_empty() {
+                    output::line(&format!(
+                        "ok {} version {} ({} stages, {} commands, {} documents) {}",
+                        w.name(),
+                        w.version(),
+                        w.definition.stages.len(),
+                        w.definition.commands.len(),
+                        w.definition.documents.len(),
+                        &w.hash[..12]
+                    ))?;
+                } else {
+                    failed = true;
+                    for p in problems {
+                        eprintln!("{}/{p}", dir.display());
+                    }
+                }
+            }
             Err(problems) => {
                 failed = true;
                 for p in &problems.0 {

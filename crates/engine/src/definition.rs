@@ -67,9 +67,12 @@ pub struct Definition {
     /// Declared now; run by the scheduler.
     #[serde(default)]
     pub timers: Vec<TimerDecl>,
-    /// Declared now; rendered by the documents exporter.
+    /// Document kinds, rendered by the documents exporter from their templates.
     #[serde(default)]
     pub documents: Vec<DocumentDecl>,
+    /// Template files shared by the documents (`{{> name}}`, named by their file stem).
+    #[serde(default)]
+    pub partials: Vec<String>,
     /// Declared now; sent by the notifications exporter.
     #[serde(default)]
     pub notifications: Vec<NotificationDecl>,
@@ -394,8 +397,23 @@ pub struct DocumentDecl {
     /// Type code of Nghị định 30/2020 (TB, KH, BB, ...), empty for a công văn.
     #[serde(default)]
     pub type_code: String,
+    /// The template file (handlebars writing the document markup), relative to the definition.
     pub template: String,
     pub on: Vec<Spanned<String>>,
+    /// Where the document's id comes from, as a pointer into the event's input (e.g.
+    /// `/input/document` when the command names the document); without it the id is the kind,
+    /// followed by the key of the entity the event acted on, and a sequence number from the
+    /// second document of that kind for the same entity.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Where the document's date comes from, as a pointer into the event's input (e.g.
+    /// `/input/sent_on`); without it, the input's `issued_on`, else the event's local date.
+    #[serde(default)]
+    pub date: Option<String>,
+    /// Numbered in the issuing body's secret series (Nghị định 30/2020: secret documents are
+    /// numbered apart).
+    #[serde(default)]
+    pub secret: bool,
 }
 
 /// A notification, sent when one of `on` is recorded.

@@ -149,6 +149,7 @@ pub fn load(bundle: Bundle) -> Result<Workflow, Problems> {
         }
     }
     let timers = v.timers();
+    v.templates(&bundle);
     if !v.problems.is_empty() {
         return Err(Problems(v.problems));
     }
@@ -596,6 +597,42 @@ impl<'a> Validator<'a> {
         out
     }
 
+    /// Every document template and partial must be in the bundle; a document's id pointer must
+    /// point into the event's input.
+    fn templates(&mut self, bundle: &Bundle) {
+        let def = self.def;
+        for d in &def.documents {
+            if !bundle.files.contains_key(&d.template) {
+                self.problem(
+                    Some(Place::of(&d.id)),
+                    format!(
+                        "document {:?}: template file {:?} is missing",
+                        d.id.value, d.template
+                    ),
+                );
+            }
+            for (what, pointer) in [("key", &d.key), ("date", &d.date)] {
+                if let Some(p) = pointer
+                    && !p.starts_with("/input/")
+                {
+                    self.problem(
+                        Some(Place::of(&d.id)),
+                        format!(
+                            "document {:?}: {what} {p:?} must point into the event's input \
+                             (/input/...)",
+                            d.id.value
+                        ),
+                    );
+                }
+            }
+        }
+        for p in &def.partials {
+            if !bundle.files.contains_key(p) {
+                self.problem(None, format!("partial template file {p:?} is missing"));
+            }
+        }
+    }
+
     /// Resolves and compiles a schema; `None` (with a problem recorded) when it is unusable.
     fn schema(&mut self, what: &str, schema: &SchemaRef, bundle: &Bundle) -> Option<Value> {
         let value = match schema {
@@ -629,7 +666,7 @@ impl<'a> Validator<'a> {
     }
 }
 
-/// The schema files a definition text names, so a caller can read them into the bundle.
+/// The schema and template files a definition text names, so a caller can read them into the bundle.
 pub fn referenced_files(text: &str) -> Vec<String> {
     let Ok(definition) = serde_saphyr::from_str::<Definition>(text) else {
         return Vec::new();
@@ -643,6 +680,10 @@ pub fn referenced_files(text: &str) -> Vec<String> {
             files.push(p.clone());
         }
     }
+    // Templates belong to the definition: a running case renders its documents with the
+    // templates it started with.
+    files.extend(definition.documents.iter().map(|d| d.template.clone()));
+    files.extend(definition.partials.iter().cloned());
     files.sort();
     files.dedup();
     files

@@ -231,13 +231,16 @@ async fn a_stuck_exporter_delays_neither_another_exporter_nor_appends() {
         append(&store, "case/b", "Something", n).await;
     }
     // The healthy exporter reaches the head; the stuck one has handled nothing.
+    // (Handled counts an event once its outcome is recorded, so the lag below is settled.)
+    let handled = || healthy_runner.status().lock().expect("lock").handled;
     for _ in 0..500 {
-        if healthy.seen.lock().expect("lock").len() == 40 {
+        if handled() == 40 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(healthy.seen.lock().expect("lock").len(), 40);
+    assert_eq!(handled(), 40);
     assert!(stuck.seen.lock().expect("lock").is_empty());
     // Its lag is visible: every case event and the healthy exporter's 40 outcome records.
     let lag = stuck_runner.lag().await.expect("lag");

@@ -1,13 +1,16 @@
-//! Rendering of administrative documents from the workflow's handlebars templates (the documents
-//! exporter issue; this is its template layer). Templates run in strict mode: a field the case
-//! does not have is an error naming the template, the line and the field, never a silent blank.
-//! Case data is escaped for the output format (HTML here; Markdown is written as is).
+//! Administrative documents (Nghị định 30/2020) rendered from the workflow's handlebars
+//! templates. A template writes the document markup of [`markup`]; the markup is parsed once and
+//! printed as Markdown ([`markup::to_markdown`]), print-ready A4 HTML ([`html`]) and DOCX
+//! ([`docx`]). Templates run in strict mode: a field the case does not have is an error naming
+//! the template, the line and the field, never a silent blank. Case data is escaped for the
+//! markup by the template layer, and each writer escapes text for its own format (HTML, XML).
 //!
 //! Helpers (all Vietnamese forms come from `giamsat_engine::vn`):
 //! `{{vn_date d}}` 25/3/2024 · `{{vn_date_long d}}` ngày 25 tháng 3 năm 2024 ·
 //! `{{vn_place_date place d}}` Tuần Giáo, ngày 25 tháng 3 năm 2024 · `{{vn_time "07:30"}}` 07 giờ
-//! 30 · `{{vn_weekday d}}` Thứ Tư · `{{number_line number type_code issuer}}` Số: 12/TB-ĐGS (or
-//! the draft blank `Số:    /TB-ĐGS` when `number` is null).
+//! 30 (also the time of a date-time) · `{{vn_weekday d}}` Thứ Tư · `{{number_line number type_code issuer}}` Số: 12/TB-ĐGS (or
+//! the draft blank `Số:    /TB-ĐGS` when `number` is null) · `{{upper t}}` PHÓ CHỦ TỊCH ·
+//! `{{rich x}}` a text with its italic and bold parts.
 
 use chrono::{NaiveDate, NaiveTime};
 use giamsat_engine::vn;
@@ -17,12 +20,11 @@ use handlebars::{
 };
 use serde_json::Value;
 
-/// The output formats and their escaping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Markdown,
-    Html,
-}
+pub mod docx;
+pub mod exporter;
+pub mod html;
+pub mod markup;
+pub mod register;
 
 /// A template problem, located.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +36,7 @@ pub struct TemplateError {
     pub message: String,
 }
 
-/// A set of templates for one output format.
+/// A set of templates; case data is escaped for the document markup.
 #[derive(Debug)]
 pub struct Templates {
     registry: Handlebars<'static>,
@@ -74,14 +76,200 @@ fn text_helper(
     )
 }
 
+/// `{{rich x}}`: a text with emphasised parts. `x` is a string, or an object with `text` and
+/// optional `italic` and `bold` lists of substrings (the form of the workflow's start data);
+/// `italic=list` and `bold=list` hash arguments add more. The text is escaped for the markup and
+/// every occurrence of a listed substring is wrapped in `*...*` or `**...**`.
+fn rich(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let value = arg(h, 0, "rich")?;
+    let (text, mut italic, mut bold) = match value {
+        Value::String(t) => (t.clone(), Vec::new(), Vec::new()),
+        Value::Object(o) => {
+            let list = |key: &str| -> Vec<String> {
+                o.get(key)
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let text = o.get("text").and_then(Value::as_str).ok_or_else(|| {
+                RenderErrorReason::Other(format!("rich: {value} has no \"text\""))
+            })?;
+            (text.to_owned(), list("italic"), list("bold"))
+        }
+        other => {
+            return Err(RenderErrorReason::Other(format!(
+                "rich: {other} is neither a text nor an object with \"text\""
+            ))
+            .into());
+        }
+    };
+    let extra = |name: &str| -> Vec<String> {
+        h.hash_get(name)
+            .and_then(|v| v.value().as_array().cloned())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    italic.extend(extra("italic"));
+    bold.extend(extra("bold"));
+    out.write(&rich_markup(&text, &italic, &bold))?;
+    Ok(())
+}
+
+/// The markup of `text` with every occurrence of the `italic` and `bold` substrings emphasised.
+pub fn rich_markup(text: &str, italic: &[String], bold: &[String]) -> String {
+    // One style per character, then runs of equal style.
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut style = vec![(false, false); chars.len()];
+    let mut mark = |needle: &str, is_bold: bool| {
+        if needle.is_empty() {
+            return;
+        }
+        for (start, _) in text.match_indices(needle) {
+            let end = start + needle.len();
+            for (k, (i, _)) in chars.iter().enumerate() {
+                if *i >= start && *i < end {
+                    if is_bold {
+                        style[k].0 = true;
+                    } else {
+                        style[k].1 = true;
+                    }
+                }
+            }
+        }
+    };
+    for i in italic {
+        mark(i, false);
+    }
+    for b in bold {
+        mark(b, true);
+    }
+    let mut out = String::new();
+    let mut k = 0;
+    while k < chars.len() {
+        let s = style[k];
+        let mut run = String::new();
+        while k < chars.len() && style[k] == s {
+            run.push(chars[k].1);
+            k += 1;
+        }
+        let marker = match s {
+            (true, true) => "***",
+            (true, false) => "**",
+            (false, true) => "*",
+            (false, false) => "",
+        };
+        out.push_str(marker);
+        out.push_str(&markup::escape(&run));
+        out.push_str(marker);
+    }
+    out
+}
+
+/// Compiles every document template and partial of a workflow and checks that each partial a
+/// template uses (`{{> name}}`) is declared; every problem names the file, line and column.
+pub fn check_templates(workflow: &giamsat_engine::Workflow) -> Vec<TemplateError> {
+    let def = &workflow.definition;
+    let files = &workflow.bundle.files;
+    let mut problems = Vec::new();
+    let mut templates = Templates::new();
+    let mut declared = std::collections::BTreeSet::new();
+    let mut texts: Vec<(&str, &str)> = Vec::new();
+    for p in &def.partials {
+        let name = std::path::Path::new(p)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(p);
+        declared.insert(name.to_owned());
+        if let Some(text) = files.get(p) {
+            if let Err(mut e) = templates.add_partial(name, text) {
+                e.template = p.clone();
+                problems.push(e);
+            }
+            texts.push((p, text));
+        }
+    }
+    for d in &def.documents {
+        if let Some(text) = files.get(&d.template) {
+            if let Err(e) = templates.add(&d.template, text) {
+                problems.push(e);
+            }
+            texts.push((&d.template, text));
+        }
+    }
+    // Names of inline partials (`{{#*inline "name"}}`), which any template may use.
+    let mut inline = std::collections::BTreeSet::new();
+    for (_, text) in &texts {
+        for part in text.split("{{#*inline").skip(1) {
+            if let Some(name) = part.trim_start().strip_prefix('"')
+                && let Some(end) = name.find('"')
+            {
+                inline.insert(name[..end].to_owned());
+            }
+        }
+    }
+    for (file, text) in texts {
+        for (number, line) in text.lines().enumerate() {
+            let mut rest = line;
+            let mut offset = 0;
+            while let Some(at) = rest.find("{{") {
+                let after = &rest[at + 2..];
+                let after_trim = after.trim_start_matches(['~', '#']);
+                if let Some(name) = after_trim.strip_prefix('>') {
+                    let name: String = name
+                        .trim_start()
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '}' && *c != '~')
+                        .collect();
+                    // `@partial-block` and inline partials are not files.
+                    if !name.is_empty()
+                        && !name.starts_with('@')
+                        && !inline.contains(&name)
+                        && !declared.contains(&name)
+                    {
+                        problems.push(TemplateError {
+                            template: file.to_owned(),
+                            line: number + 1,
+                            column: offset + at + 1,
+                            message: format!(
+                                "partial {name:?} is not declared (declared: {})",
+                                declared.iter().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        });
+                    }
+                }
+                offset += at + 2;
+                rest = after;
+            }
+        }
+    }
+    problems
+}
+
+impl Default for Templates {
+    fn default() -> Templates {
+        Templates::new()
+    }
+}
+
 impl Templates {
-    pub fn new(format: Format) -> Templates {
+    pub fn new() -> Templates {
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
-        match format {
-            Format::Markdown => registry.register_escape_fn(handlebars::no_escape),
-            Format::Html => registry.register_escape_fn(handlebars::html_escape),
-        }
+        registry.register_escape_fn(markup::escape);
         registry.register_helper(
             "vn_date",
             text_helper(|h| Ok(vn::date_short(date(h, 0, "vn_date")?))),
@@ -101,11 +289,20 @@ impl Templates {
             "vn_time",
             text_helper(|h| {
                 let value = arg(h, 0, "vn_time")?;
+                // "HH:MM", or the time of day of a date-time as written ("2024-04-25T08:00:00+07:00").
                 let time = value
                     .as_str()
-                    .and_then(|t| NaiveTime::parse_from_str(t, "%H:%M").ok())
+                    .and_then(|t| {
+                        NaiveTime::parse_from_str(t, "%H:%M").ok().or_else(|| {
+                            chrono::DateTime::parse_from_rfc3339(t)
+                                .ok()
+                                .map(|d| d.time())
+                        })
+                    })
                     .ok_or_else(|| {
-                        RenderErrorReason::Other(format!("vn_time: {value} is not HH:MM"))
+                        RenderErrorReason::Other(format!(
+                            "vn_time: {value} is neither HH:MM nor a date-time"
+                        ))
                     })?;
                 Ok(vn::time(time))
             }),
@@ -125,7 +322,30 @@ impl Templates {
                 Ok(vn::number_line(number, type_code, issuer))
             }),
         );
+        registry.register_helper("rich", Box::new(rich));
+        registry.register_helper(
+            "upper",
+            text_helper(|h| {
+                let value = arg(h, 0, "upper")?;
+                value.as_str().map(str::to_uppercase).ok_or_else(|| {
+                    RenderErrorReason::Other(format!("upper: {value} is not a text")).into()
+                })
+            }),
+        );
         Templates { registry }
+    }
+
+    /// Adds a partial (`{{> name}}`); a syntax error names it, its line and column.
+    pub fn add_partial(&mut self, name: &str, text: &str) -> Result<(), TemplateError> {
+        self.registry.register_partial(name, text).map_err(|e| {
+            let (line, column) = e.pos().unwrap_or((0, 0));
+            TemplateError {
+                template: name.to_owned(),
+                line,
+                column,
+                message: e.reason().to_string(),
+            }
+        })
     }
 
     /// Adds a template; a syntax error names the template, line and column.
@@ -162,36 +382,58 @@ mod tests {
 
     #[test]
     fn helpers_print_the_vietnamese_forms() {
-        let mut t = Templates::new(Format::Markdown);
+        let mut t = Templates::new();
         t.add(
             "x",
             "{{number_line number \"TB\" \"ĐGS\"}}\n{{vn_place_date place date}}\n\
-             Thời gian: {{vn_time meeting.time}}, {{vn_weekday meeting.date}} ngày {{vn_date meeting.date}}",
+             Thời gian: {{vn_time meeting.time}}, {{vn_weekday meeting.date}} ngày {{vn_date meeting.date}} ({{vn_time meeting.at}})",
         )
         .expect("template");
         let data = json!({
             "number": null, "place": "Tuần Giáo", "date": "2024-03-25",
-            "meeting": {"date": "2024-04-24", "time": "07:30"}
+            "meeting": {"date": "2024-04-24", "time": "07:30", "at": "2024-04-24T14:05:00+07:00"}
         });
+        let plain = |v: &Value| {
+            let text = t.render("x", v).expect("render");
+            let doc = markup::parse(&text).expect("markup");
+            markup::to_markdown(&doc)
+        };
         assert_eq!(
-            t.render("x", &data).expect("render"),
-            "Số:    /TB-ĐGS\nTuần Giáo, ngày 25 tháng 3 năm 2024\n\
-             Thời gian: 07 giờ 30, Thứ Tư ngày 24/4/2024"
+            plain(&data),
+            "Số:    /TB-ĐGS Tuần Giáo, ngày 25 tháng 3 năm 2024 \
+             Thời gian: 07 giờ 30, Thứ Tư ngày 24/4/2024 (14 giờ 05)\n"
         );
         let numbered = json!({
             "number": 12, "place": "Tuần Giáo", "date": "2024-02-05",
-            "meeting": {"date": "2024-04-24", "time": "07:30"}
+            "meeting": {"date": "2024-04-24", "time": "07:30", "at": "2024-04-24T07:30:00+07:00"}
         });
         assert!(
-            t.render("x", &numbered)
-                .expect("render")
-                .starts_with("Số: 12/TB-ĐGS\nTuần Giáo, ngày 05 tháng 02 năm 2024")
+            plain(&numbered).starts_with("Số: 12/TB-ĐGS Tuần Giáo, ngày 05 tháng 02 năm 2024"),
+            "{}",
+            plain(&numbered)
+        );
+    }
+
+    #[test]
+    fn rich_text_emphasises_the_listed_parts() {
+        let mut t = Templates::new();
+        t.add("r", "{{rich item}} / {{rich plain italic=extra}}")
+            .expect("template");
+        let data = json!({
+            "item": {"text": "chậm nhất vào ngày 20/4/2024 qua Email: a*b@x", "bold": ["20/4/2024"], "italic": ["a*b@x"]},
+            "plain": "giai đoạn (cụ thể từng năm)", "extra": ["cụ thể từng năm"]
+        });
+        let text = t.render("r", &data).expect("render");
+        let doc = markup::parse(&text).expect("markup");
+        assert_eq!(
+            markup::to_markdown(&doc),
+            "chậm nhất vào ngày **20/4/2024** qua Email: *a\\*b@x* / giai đoạn (*cụ thể từng năm*)\n"
         );
     }
 
     #[test]
     fn a_missing_field_names_the_template_line_and_field() {
-        let mut t = Templates::new(Format::Markdown);
+        let mut t = Templates::new();
         t.add(
             "thong-bao-lich.md.hbs",
             "Kính gửi:\n{{unit.name}}\n{{meeting.place}}\n",
@@ -217,7 +459,7 @@ mod tests {
 
     #[test]
     fn a_syntax_error_and_a_bad_date_are_located() {
-        let mut t = Templates::new(Format::Markdown);
+        let mut t = Templates::new();
         let err = t.add("bad.hbs", "a\n{{#if x}}\nb\n").expect_err("unclosed");
         assert_eq!(err.template, "bad.hbs");
         assert!(err.line >= 2, "{err}");
@@ -230,13 +472,16 @@ mod tests {
     }
 
     #[test]
-    fn case_data_is_escaped_for_html_and_printed_not_run() {
-        let mut t = Templates::new(Format::Html);
-        t.add("p", "<p>{{unit}}</p>").expect("template");
-        assert_eq!(
-            t.render("p", &json!({"unit": "<script>alert(1)</script> & Co"}))
-                .expect("render"),
-            "<p>&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co</p>"
-        );
+    fn case_data_is_escaped_for_the_markup() {
+        let mut t = Templates::new();
+        t.add("p", "- **{{unit}}**").expect("template");
+        let text = t
+            .render("p", &json!({"unit": "<script>*x*</script> & Co"}))
+            .expect("render");
+        let doc = markup::parse(&text).expect("markup");
+        let [markup::Block::Item { content, .. }] = doc.blocks.as_slice() else {
+            panic!("{doc:?}")
+        };
+        assert_eq!(markup::plain(content), "<script>*x*</script> & Co");
     }
 }

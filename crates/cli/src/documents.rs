@@ -1,0 +1,193 @@
+//! `giamsat documents ...`: a case's documents, numbering a signed document
+//! (`assign_document_number`), corrections, and the register of outgoing documents.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+use chrono::Datelike;
+use clap::{Args, Subcommand};
+use giamsat_cases::{load_case, run_command};
+use giamsat_documents::register::{self, DocumentVersion};
+use giamsat_engine::CommandRequest;
+use giamsat_scheduler::Clock;
+use giamsat_store::Store;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::cases::{Who, actor, time};
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum DocumentsCommand {
+    /// A case's documents: each version with its number (or "draft") and files
+    List(ListArgs),
+    /// Number a signed document (assign_document_number): the next number of its issuing body's
+    /// series for the document's year; the documents exporter renders it again with the number
+    Number(NumberArgs),
+    /// Ask for a corrected version of an issued document (the issued one is kept as it is)
+    Correct(CorrectArgs),
+    /// The register of outgoing documents (Sổ đăng ký văn bản đi) of a year
+    Register(RegisterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Case id
+    case: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NumberArgs {
+    /// Case id
+    case: String,
+    /// Document id (from `giamsat documents list`)
+    document: String,
+    #[command(flatten)]
+    who: Who,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CorrectArgs {
+    /// Case id
+    case: String,
+    /// Document id
+    document: String,
+    /// Why the document is corrected
+    #[arg(long)]
+    reason: String,
+    #[command(flatten)]
+    who: Who,
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// Year [default: this year on the --clock]
+    #[arg(long)]
+    year: Option<i32>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn files(v: &DocumentVersion) -> String {
+    v.files
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub async fn run(store: &Store, clock: &Clock, command: DocumentsCommand) -> Result<ExitCode> {
+    match command {
+        DocumentsCommand::List(args) => {
+            if load_case(store, &args.case).await?.is_none() {
+                return Err(anyhow!("case {:?} does not exist", args.case));
+            }
+            for v in register::list(store, &args.case).await? {
+                if args.json {
+                    output::line(&serde_json::to_string(&v)?)?;
+                } else {
+                    output::line(&format!(
+                        "{}\tv{}\t{}\t{}\t{}\t{}",
+                        v.document,
+                        v.version,
+                        v.symbol.as_deref().unwrap_or("draft"),
+                        v.date,
+                        v.label,
+                        files(&v)
+                    ))?;
+                }
+            }
+        }
+        DocumentsCommand::Number(args) => {
+            let case = load_case(store, &args.case)
+                .await?
+                .ok_or_else(|| anyhow!("case {:?} does not exist", args.case))?;
+            let who = actor(&args.who)?;
+            let zone = giamsat_cases::pinned(store, &case.state).await?;
+            let at = time(&args.who, &zone.definition.time_zone, clock)?;
+            let entry = register::assign_number(
+                store,
+                &args.case,
+                &args.document,
+                &format!("{}:{}", who.role, who.id),
+                at,
+            )
+            .await?;
+            // A document the workflow keeps as an entity records its number in the case too.
+            let tracked = case
+                .state
+                .entity("documents", &args.document)
+                .is_some_and(|e| e.state == "issued");
+            if tracked {
+                let request = CommandRequest {
+                    id: Uuid::new_v5(
+                        &Uuid::NAMESPACE_OID,
+                        format!("giamsat:number:{}/{}", args.case, entry.symbol).as_bytes(),
+                    ),
+                    name: "assign_number".to_owned(),
+                    input: json!({"document": args.document, "number": entry.symbol}),
+                    actor: who,
+                    at,
+                };
+                run_command(store, &args.case, request).await?;
+            }
+            if args.json {
+                output::line(&serde_json::to_string(&entry)?)?;
+            } else {
+                output::line(&format!(
+                    "{}\t{}\t{}\tv{}",
+                    entry.symbol, entry.date, entry.document, entry.version
+                ))?;
+            }
+        }
+        DocumentsCommand::Correct(args) => {
+            let case = load_case(store, &args.case)
+                .await?
+                .ok_or_else(|| anyhow!("case {:?} does not exist", args.case))?;
+            let who = actor(&args.who)?;
+            let zone = giamsat_cases::pinned(store, &case.state).await?;
+            let at = time(&args.who, &zone.definition.time_zone, clock)?;
+            let version = register::request_correction(
+                store,
+                &args.case,
+                &args.document,
+                &args.reason,
+                &format!("{}:{}", who.role, who.id),
+                at,
+            )
+            .await?;
+            output::line(&format!(
+                "{} v{version} requested; the documents exporter renders it",
+                args.document
+            ))?;
+        }
+        DocumentsCommand::Register(args) => {
+            let year = args.year.unwrap_or_else(|| clock.now().year());
+            for e in register::register(store, year).await? {
+                if args.json {
+                    output::line(&serde_json::to_string(&e)?)?;
+                } else {
+                    output::line(&format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        e.symbol,
+                        e.date,
+                        if e.type_name.is_empty() {
+                            "Công văn"
+                        } else {
+                            &e.type_name
+                        },
+                        e.excerpt,
+                        e.signer,
+                        e.recipients,
+                        e.case
+                    ))?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,628 @@
+//! The documents exporter on a real SQLite store, driven by the seed case (Tuần Giáo 2024) taken
+//! through its stages: every document kind in HTML, Markdown and DOCX, the draft number line,
+//! numbering after signature in the issuer's series, a correction as a new version, issued files
+//! never overwritten, idempotent re-delivery, and the fidelity of the rendered notice to the seed.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::DateTime;
+use giamsat_cases::{read_workflow_dir, run_command, start_case};
+use giamsat_documents::exporter::{DocumentsExporter, GENERATED_EVENT, read_records};
+use giamsat_documents::register;
+use giamsat_engine::{Actor, CommandRequest, Workflow, load};
+use giamsat_exporter::{Runner, RunnerOptions, parked};
+use giamsat_store::{Direction, Store, StoreOptions};
+use giamsat_types::StreamId;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn workflow() -> Workflow {
+    load(read_workflow_dir(&root().join("workflows/giam-sat-chuyen-de")).expect("read"))
+        .expect("valid")
+}
+
+fn seed() -> Value {
+    let path = root().join("workflows/giam-sat-chuyen-de/examples/tuan-giao-2024.yaml");
+    serde_saphyr::from_str(&std::fs::read_to_string(path).expect("example")).expect("yaml")
+}
+
+fn at(text: &str) -> DateTime<chrono::FixedOffset> {
+    DateTime::parse_from_rfc3339(text).expect("time")
+}
+
+async fn act(store: &Store, case: &str, who: &str, name: &str, input: Value, when: &str) {
+    let request = CommandRequest {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        input,
+        actor: Actor::parse(who).expect("actor"),
+        at: at(when),
+    };
+    run_command(store, case, request)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+}
+
+const SEC: &str = "secretariat:huyen";
+const DEL: &str = "delegation:trong";
+
+/// The seed case from its establishment to an overdue recommendation.
+async fn run_seed_case(store: &Store, case: &str, data: Value) {
+    start_case(
+        store,
+        &workflow(),
+        case,
+        data,
+        Actor::parse(SEC).expect("actor"),
+        at("2024-03-20T08:00:00+07:00"),
+        Uuid::new_v4(),
+    )
+    .await
+    .expect("start");
+    let s = store;
+    act(
+        s,
+        case,
+        SEC,
+        "issue_plan",
+        json!({"issued_on": "2024-03-21", "document": "ke-hoach"}),
+        "2024-03-21T08:00:00+07:00",
+    )
+    .await;
+    act(
+        s,
+        case,
+        SEC,
+        "issue_notice",
+        json!({"issued_on": "2024-03-25", "document": "thong-bao-lich"}),
+        "2024-03-25T08:00:00+07:00",
+    )
+    .await;
+    act(
+        s,
+        case,
+        "system:scheduler",
+        "send_reminder",
+        json!({"unit": "xa-ta-ma"}),
+        "2024-04-17T08:00:00+07:00",
+    )
+    .await;
+    act(s, case, SEC, "reschedule_visit", json!({"unit": "xa-quai-cang", "date": "2024-05-06", "start_time": "08:00", "reason": "Trùng lịch tiếp công dân của xã"}), "2024-04-18T08:00:00+07:00").await;
+    act(
+        s,
+        case,
+        "system:scheduler",
+        "mark_reports_overdue",
+        json!({}),
+        "2024-04-21T00:00:00+07:00",
+    )
+    .await;
+    act(
+        s,
+        case,
+        DEL,
+        "hold_meeting",
+        json!({"held_at": "2024-04-24T07:30:00+07:00"}),
+        "2024-04-24T07:30:00+07:00",
+    )
+    .await;
+    for (unit, day) in [
+        ("thi-tran-tuan-giao", "2024-04-25"),
+        ("xa-quai-to", "2024-04-26"),
+        ("xa-quai-cang", "2024-05-06"),
+        ("xa-quai-nua", "2024-05-02"),
+        ("xa-quai-na-tong", "2024-05-03"),
+        ("xa-phinh-sang", "2024-05-08"),
+        ("xa-ta-ma", "2024-05-09"),
+        ("phong-noi-vu", "2024-05-10"),
+        ("ubnd-huyen", "2024-05-13"),
+    ] {
+        act(s, case, DEL, "record_visit", json!({"unit": unit, "held_at": format!("{day}T08:00:00+07:00"), "attendees": ["Trần Bình Trọng", "Nguyễn Thị Huyền"], "minutes_summary": "Đơn vị đã báo cáo; Đoàn đề nghị đẩy nhanh số hóa hồ sơ."}), &format!("{day}T17:00:00+07:00")).await;
+    }
+    act(s, case, DEL, "record_finding", json!({"id": "f1", "member": "Trần Bình Trọng", "unit": "ubnd-huyen", "text": "Tỷ lệ số hóa hồ sơ, kết quả giải quyết TTHC còn thấp."}), "2024-05-16T08:00:00+07:00").await;
+    act(s, case, SEC, "issue_findings_report", json!({"issued_on": "2024-05-25", "summary": "Công tác cải cách hành chính có chuyển biến tích cực.", "recommendations": [{"id": "kn-1", "text": "Đẩy nhanh số hóa hồ sơ, kết quả giải quyết TTHC", "to": "UBND huyện"}]}), "2024-05-25T08:00:00+07:00").await;
+    act(s, case, SEC, "adopt_resolution", json!({"number": "20/NQ-HĐND", "date": "2024-07-10", "recommendations": [{"id": "kn-1", "text": "Đẩy nhanh số hóa hồ sơ, kết quả giải quyết TTHC", "responsible": "UBND huyện", "deliverable": "Báo cáo kết quả số hóa", "deadline": "2024-12-31"}]}), "2024-07-10T08:00:00+07:00").await;
+    act(
+        s,
+        case,
+        "system:scheduler",
+        "mark_recommendation_overdue",
+        json!({"recommendation": "kn-1"}),
+        "2025-01-02T00:00:00+07:00",
+    )
+    .await;
+}
+
+async fn sqlite(dir: &Path) -> Store {
+    Store::open(
+        &format!("sqlite://{}", dir.join("g.db").display()),
+        StoreOptions::default(),
+    )
+    .await
+    .expect("open")
+}
+
+fn exporter(store: &Store, out: &Path) -> Runner {
+    let exporter =
+        DocumentsExporter::from_config(json!({"output": out.display().to_string()}), store.clone())
+            .expect("config");
+    Runner::new(
+        "documents",
+        store.clone(),
+        Arc::new(exporter),
+        RunnerOptions {
+            max_attempts: 1,
+            ..RunnerOptions::default()
+        },
+    )
+}
+
+async fn generated_events(store: &Store, case: &str) -> usize {
+    store
+        .read_stream(
+            &StreamId::new(format!("documents/{case}")).expect("stream"),
+            Direction::Forward,
+            Some(1),
+            10_000,
+        )
+        .await
+        .expect("read")
+        .iter()
+        .filter(|e| e.event_type == GENERATED_EVENT)
+        .count()
+}
+
+#[tokio::test]
+async fn the_seed_case_produces_every_document_numbered_and_corrected() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("documents");
+    let store = sqlite(dir.path()).await;
+    run_seed_case(&store, "tg2024", seed()).await;
+    let runner = exporter(&store, &out);
+    runner.run_once().await.expect("run");
+    assert_eq!(parked(&store, "documents").await.expect("parked"), vec![]);
+
+    let records = read_records(&store, "tg2024").await.expect("records");
+    let documents: BTreeSet<&str> = records.iter().map(|r| r.document.as_str()).collect();
+    let mut expected: BTreeSet<&str> = [
+        "ke-hoach",
+        "thong-bao-lich",
+        "giay-moi-hop-doan",
+        "cong-van-don-doc-xa-ta-ma",
+        "thong-bao-dieu-chinh-lich-xa-quai-cang",
+        "bao-cao-ket-qua",
+        "cong-van-don-doc-kien-nghi-kn-1",
+    ]
+    .into_iter()
+    .collect();
+    let minutes: Vec<String> = [
+        "thi-tran-tuan-giao",
+        "xa-quai-to",
+        "xa-quai-cang",
+        "xa-quai-nua",
+        "xa-quai-na-tong",
+        "xa-phinh-sang",
+        "xa-ta-ma",
+        "phong-noi-vu",
+        "ubnd-huyen",
+    ]
+    .iter()
+    .map(|u| format!("bien-ban-{u}"))
+    .collect();
+    expected.extend(minutes.iter().map(String::as_str));
+    assert_eq!(documents, expected);
+    for r in &records {
+        assert_eq!(r.version, 1);
+        assert_eq!(r.number, None, "{} is a draft", r.document);
+        let formats: Vec<&str> = r.files.iter().map(|f| f.format.extension()).collect();
+        assert_eq!(formats, ["html", "md", "docx"], "{}", r.document);
+        for f in &r.files {
+            let bytes = std::fs::read(out.join(&f.path)).expect("file written");
+            assert_eq!(hex::encode(Sha256::digest(&bytes)), f.sha256, "{}", f.path);
+            assert!(
+                f.path.starts_with("tg2024/"),
+                "one folder per case: {}",
+                f.path
+            );
+        }
+    }
+    let md = |r: &giamsat_documents::exporter::Generated| {
+        let f = r
+            .files
+            .iter()
+            .find(|f| f.path.ends_with(".md"))
+            .expect("md");
+        std::fs::read_to_string(out.join(&f.path)).expect("md file")
+    };
+    let notice = records
+        .iter()
+        .find(|r| r.document == "thong-bao-lich")
+        .expect("notice");
+    assert_eq!(notice.date, "2024-03-25");
+    let text = md(notice);
+    assert!(text.contains("Số:    /TB-ĐGS"), "draft number line: {text}");
+    assert!(text.contains("Tuần Giáo, ngày 25 tháng 3 năm 2024"));
+    let reminder = records
+        .iter()
+        .find(|r| r.document == "cong-van-don-doc-xa-ta-ma")
+        .expect("reminder");
+    assert!(md(reminder).contains("xã Ta Ma"), "{}", md(reminder));
+    assert!(md(reminder).contains("20/4/2024"));
+    let change = records
+        .iter()
+        .find(|r| r.document == "thong-bao-dieu-chinh-lich-xa-quai-cang")
+        .expect("change");
+    assert!(md(change).contains("06/5/2024") || md(change).contains("ngày 06 tháng 5 năm 2024"));
+    let minutes = records
+        .iter()
+        .find(|r| r.document == "bien-ban-xa-quai-to")
+        .expect("minutes");
+    assert!(md(minutes).contains("xã Quài Tở"));
+    assert_eq!(minutes.date, "2024-04-26");
+
+    // Numbering after signature: the issuer's series for 2024, from 01.
+    let first = register::assign_number(
+        &store,
+        "tg2024",
+        "thong-bao-lich",
+        SEC,
+        at("2024-03-25T10:00:00+07:00"),
+    )
+    .await
+    .expect("number");
+    assert_eq!((first.number, first.symbol.as_str()), (1, "01/TB-ĐGS"));
+    let again = register::assign_number(
+        &store,
+        "tg2024",
+        "thong-bao-lich",
+        SEC,
+        at("2024-03-26T10:00:00+07:00"),
+    )
+    .await
+    .expect("again");
+    assert_eq!(
+        again, first,
+        "numbering the same version again keeps its number"
+    );
+    let second = register::assign_number(
+        &store,
+        "tg2024",
+        "cong-van-don-doc-xa-ta-ma",
+        SEC,
+        at("2024-04-17T10:00:00+07:00"),
+    )
+    .await
+    .expect("number");
+    assert_eq!(second.symbol, "02/ĐGS", "a công văn has no type code");
+    let unknown = register::assign_number(
+        &store,
+        "tg2024",
+        "nope",
+        SEC,
+        at("2024-04-17T10:00:00+07:00"),
+    )
+    .await
+    .expect_err("unknown");
+    assert!(unknown.to_string().contains("thong-bao-lich"), "{unknown}");
+    runner.run_once().await.expect("run");
+    let records = read_records(&store, "tg2024").await.expect("records");
+    let numbered = records
+        .iter()
+        .find(|r| r.document == "thong-bao-lich" && r.number == Some(1))
+        .expect("numbered notice");
+    assert!(md(numbered).contains("Số: 01/TB-ĐGS"));
+    assert!(
+        numbered.files[0].path.contains("so-01-TB-DGS.v1"),
+        "{}",
+        numbered.files[0].path
+    );
+    let listed = register::list(&store, "tg2024").await.expect("list");
+    let notice_row = listed
+        .iter()
+        .find(|v| v.document == "thong-bao-lich")
+        .expect("row");
+    assert_eq!(notice_row.symbol.as_deref(), Some("01/TB-ĐGS"));
+    assert_eq!(notice_row.draft_files.len(), 3, "the draft files are kept");
+    let book = register::register(&store, 2024).await.expect("register");
+    let symbols: Vec<&str> = book.iter().map(|e| e.symbol.as_str()).collect();
+    assert_eq!(symbols, ["01/TB-ĐGS", "02/ĐGS"]);
+    assert!(
+        !book[0].excerpt.is_empty() && !book[0].signer.is_empty(),
+        "{:?}",
+        book[0]
+    );
+    assert!(
+        register::register(&store, 2025)
+            .await
+            .expect("2025")
+            .is_empty()
+    );
+
+    // Delivered again from the start: nothing new is recorded, nothing parked.
+    let count = generated_events(&store, "tg2024").await;
+    store
+        .save_checkpoint(&giamsat_exporter::checkpoint_name("documents"), 0)
+        .await
+        .expect("rewind");
+    runner.run_once().await.expect("replay");
+    assert_eq!(generated_events(&store, "tg2024").await, count);
+    assert_eq!(parked(&store, "documents").await.expect("parked"), vec![]);
+
+    // A correction is a new version; the issued version stays as it was.
+    let issued_path = out.join(&numbered.files[0].path);
+    let issued = std::fs::read(&issued_path).expect("issued");
+    let v = register::request_correction(
+        &store,
+        "tg2024",
+        "thong-bao-lich",
+        "Sửa địa điểm họp",
+        SEC,
+        at("2024-03-27T08:00:00+07:00"),
+    )
+    .await
+    .expect("correct");
+    assert_eq!(v, 2);
+    runner.run_once().await.expect("run");
+    let records = read_records(&store, "tg2024").await.expect("records");
+    let v2 = records
+        .iter()
+        .find(|r| r.document == "thong-bao-lich" && r.version == 2)
+        .expect("v2");
+    assert_eq!(v2.number, None);
+    assert!(v2.files[0].path.contains("du-thao.v2"));
+    assert_eq!(std::fs::read(&issued_path).expect("issued"), issued);
+    let third = register::assign_number(
+        &store,
+        "tg2024",
+        "thong-bao-lich",
+        SEC,
+        at("2024-03-28T08:00:00+07:00"),
+    )
+    .await
+    .expect("number v2");
+    assert_eq!((third.version, third.symbol.as_str()), (2, "03/TB-ĐGS"));
+
+    // An issued file changed on disk is never overwritten: the delivery is parked, named.
+    std::fs::write(&issued_path, b"changed").expect("tamper");
+    store
+        .save_checkpoint(&giamsat_exporter::checkpoint_name("documents"), 0)
+        .await
+        .expect("rewind");
+    runner.run_once().await.expect("replay");
+    let parked = parked(&store, "documents").await.expect("parked");
+    assert!(
+        parked
+            .iter()
+            .any(|p| p.error.contains("never overwritten") && p.permanent),
+        "{parked:?}"
+    );
+    assert_eq!(std::fs::read(&issued_path).expect("kept"), b"changed");
+}
+
+#[tokio::test]
+async fn case_data_is_printed_not_run_in_every_format() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("documents");
+    let store = sqlite(dir.path()).await;
+    let mut data = seed();
+    data["units"][8]["name"] = json!("xã <script>alert(1)</script> & *Ta Ma*");
+    start_case(
+        &store,
+        &workflow(),
+        "x",
+        data,
+        Actor::parse(SEC).expect("actor"),
+        at("2024-03-20T08:00:00+07:00"),
+        Uuid::new_v4(),
+    )
+    .await
+    .expect("start");
+    act(
+        &store,
+        "x",
+        SEC,
+        "issue_notice",
+        json!({"issued_on": "2024-03-25", "document": "thong-bao-lich"}),
+        "2024-03-25T08:00:00+07:00",
+    )
+    .await;
+    act(
+        &store,
+        "x",
+        SEC,
+        "send_reminder",
+        json!({"unit": "xa-ta-ma"}),
+        "2024-04-17T08:00:00+07:00",
+    )
+    .await;
+    exporter(&store, &out).run_once().await.expect("run");
+    let records = read_records(&store, "x").await.expect("records");
+    let reminder = records
+        .iter()
+        .find(|r| r.document == "cong-van-don-doc-xa-ta-ma")
+        .expect("reminder");
+    let file = |ext: &str| {
+        let f = reminder
+            .files
+            .iter()
+            .find(|f| f.path.ends_with(ext))
+            .expect("file");
+        std::fs::read(out.join(&f.path)).expect("read")
+    };
+    let html = String::from_utf8(file(".html")).expect("utf-8");
+    assert!(
+        html.contains("xã &lt;script&gt;alert(1)&lt;/script&gt; &amp; *Ta Ma*"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>"));
+    let md = String::from_utf8(file(".md")).expect("utf-8");
+    assert!(
+        md.contains("xã \\<script\\>alert(1)\\</script\\> & \\*Ta Ma\\*"),
+        "{md}"
+    );
+    let docx = file(".docx");
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(docx)).expect("zip");
+    let mut xml = String::new();
+    std::io::Read::read_to_string(
+        &mut archive.by_name("word/document.xml").expect("document.xml"),
+        &mut xml,
+    )
+    .expect("xml");
+    assert!(
+        xml.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; *Ta Ma*"),
+        "{xml}"
+    );
+}
+
+/// Ratcliff/Obershelp similarity over words (Python's difflib.SequenceMatcher.ratio without
+/// the junk heuristic): 2 × matched words / total words.
+fn ratio(a: &[&str], b: &[&str]) -> f64 {
+    use std::collections::HashMap;
+    let mut index: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (j, w) in b.iter().enumerate() {
+        index.entry(w).or_default().push(j);
+    }
+    let longest = |alo: usize, ahi: usize, blo: usize, bhi: usize| {
+        let (mut besti, mut bestj, mut bestk) = (alo, blo, 0);
+        let mut lengths: HashMap<usize, usize> = HashMap::new();
+        for (i, word) in a.iter().enumerate().take(ahi).skip(alo) {
+            let mut next: HashMap<usize, usize> = HashMap::new();
+            for &j in index.get(word).map(Vec::as_slice).unwrap_or(&[]) {
+                if j < blo {
+                    continue;
+                }
+                if j >= bhi {
+                    break;
+                }
+                let k = if j > 0 {
+                    lengths.get(&(j - 1)).copied().unwrap_or(0)
+                } else {
+                    0
+                } + 1;
+                next.insert(j, k);
+                if k > bestk {
+                    (besti, bestj, bestk) = (i + 1 - k, j + 1 - k, k);
+                }
+            }
+            lengths = next;
+        }
+        (besti, bestj, bestk)
+    };
+    let mut matched = 0;
+    let mut queue = vec![(0, a.len(), 0, b.len())];
+    while let Some((alo, ahi, blo, bhi)) = queue.pop() {
+        let (i, j, k) = longest(alo, ahi, blo, bhi);
+        if k > 0 {
+            matched += k;
+            if alo < i && blo < j {
+                queue.push((alo, i, blo, j));
+            }
+            if i + k < ahi && j + k < bhi {
+                queue.push((i + k, ahi, j + k, bhi));
+            }
+        }
+    }
+    2.0 * matched as f64 / (a.len() + b.len()).max(1) as f64
+}
+
+/// Normalises Markdown for comparison: NFC, no emphasis, heading marks, list markers, escapes,
+/// table pipes and separator rows, or `<b>` tags; whitespace collapsed.
+fn normalise(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    let text: String = text.nfc().collect();
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut l = line.replace("<b>", "").replace("</b>", "");
+        l = l.replace(['\\', '*'], "").replace(['|', '\t'], " ");
+        let t = l.trim_start().trim_start_matches('#').trim_start();
+        let t = t
+            .strip_prefix("- + ")
+            .or_else(|| t.strip_prefix("- "))
+            .or_else(|| t.strip_prefix("+ "))
+            .unwrap_or(t);
+        if t.chars().all(|c| c == '-' || c == ':' || c == ' ') {
+            continue;
+        }
+        out.push_str(t);
+        out.push('\n');
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_rendered_notice_reproduces_the_seed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("documents");
+    let store = sqlite(dir.path()).await;
+    start_case(
+        &store,
+        &workflow(),
+        "tg2024",
+        seed(),
+        Actor::parse(SEC).expect("actor"),
+        at("2024-03-20T08:00:00+07:00"),
+        Uuid::new_v4(),
+    )
+    .await
+    .expect("start");
+    act(
+        &store,
+        "tg2024",
+        SEC,
+        "issue_notice",
+        json!({"issued_on": "2024-03-25", "document": "thong-bao-lich"}),
+        "2024-03-25T08:00:00+07:00",
+    )
+    .await;
+    exporter(&store, &out).run_once().await.expect("run");
+    let records = read_records(&store, "tg2024").await.expect("records");
+    let notice = records
+        .iter()
+        .find(|r| r.document == "thong-bao-lich")
+        .expect("notice");
+    let f = notice
+        .files
+        .iter()
+        .find(|f| f.path.ends_with(".md"))
+        .expect("md");
+    let rendered = normalise(&std::fs::read_to_string(out.join(&f.path)).expect("md"));
+    let seed_path = root().join("../shared/seed/000_c5707c52b10b40ea.txt");
+    let Ok(seed) = std::fs::read_to_string(&seed_path) else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{} is missing",
+            seed_path.display()
+        );
+        eprintln!("skipped: {} is missing", seed_path.display());
+        return;
+    };
+    let seed = normalise(&seed);
+    let a: Vec<&str> = rendered.split_whitespace().collect();
+    let b: Vec<&str> = seed.split_whitespace().collect();
+    let figure = ratio(&a, &b);
+    println!(
+        "fidelity of the rendered notice, outlines and appendices to the seed: {figure:.4} ({} words rendered, {} in the seed)",
+        a.len(),
+        b.len()
+    );
+    assert!(figure >= 0.95, "similarity {figure:.4} is below 0.95");
+}
+
+#[test]
+fn the_similarity_measure_is_difflibs() {
+    // Python: difflib.SequenceMatcher(None, "a b c d".split(), "a x c d".split()).ratio() == 0.75
+    assert!((ratio(&["a", "b", "c", "d"], &["a", "x", "c", "d"]) - 0.75).abs() < 1e-9);
+    assert!((ratio(&["a", "b"], &["a", "b"]) - 1.0).abs() < 1e-9);
+    assert_eq!(ratio(&["a"], &["b"]), 0.0);
+    assert_eq!(
+        normalise("### **1. Thành phần**\n| a | b |\n|---|---|\n- + Tổng số\n"),
+        "1. Thành phần\na   b  \nTổng số\n"
+    );
+}
