@@ -401,6 +401,11 @@ impl Runner {
                         return Ok(());
                     }
                     // Recording failed: the export is retried (outcome ids are deterministic).
+                    // The same outcome id with other content: the exporter is not
+                    // deterministic for this event; trying again cannot help.
+                    Err(e @ StoreError::EventIdConflict { .. }) => {
+                        ExportError::Permanent(format!("recording the outcome: {e}"))
+                    }
                     Err(e) => ExportError::Retryable(format!("recording the outcome: {e}")),
                 },
                 Err(e) => e,

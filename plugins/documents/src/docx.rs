@@ -8,8 +8,8 @@ use std::io::{Cursor, Write};
 use docx_rs::{
     AlignmentType, BorderType, BreakType, Docx, FieldCharType, Header, InstrPAGE, InstrText,
     LineSpacing, PageMargin, Paragraph, Run, RunFonts, SpecialIndentType, Table, TableBorder,
-    TableBorderPosition, TableBorders, TableCell, TableLayoutType, TableRow, VMergeType, WidthType,
-    XMLDocx,
+    TableBorderPosition, TableBorders, TableCell, TableCellMargins, TableLayoutType, TableRow,
+    VMergeType, WidthType, XMLDocx,
 };
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, System, ZipWriter};
@@ -306,12 +306,12 @@ impl Writer {
     }
 
     /// A borderless full-width table placing blocks side by side; a row of two cells is split
-    /// 40 % / 60 % like the HTML, other rows evenly. A row shorter than the widest one has its
+    /// 37 % / 63 % like the HTML (the Quốc hiệu fits on one line), other rows evenly. A row shorter than the widest one has its
     /// last cell spanning the rest.
     fn layout(&mut self, rows: &[Vec<Vec<Block>>], width: usize) -> Table {
         let columns = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let grid = if columns == 2 {
-            let first = width * 2 / 5;
+            let first = width * 37 / 100;
             vec![first, width - first]
         } else {
             proportional(&vec![1; columns], width)
@@ -338,6 +338,9 @@ impl Writer {
             .width(width, WidthType::Dxa)
             .layout(TableLayoutType::Fixed)
             .set_borders(TableBorders::new().clear_all())
+            // No cell padding: the header's lines ("HĐND HUYỆN TUẦN GIÁO", the Quốc hiệu) get
+            // the whole column.
+            .margins(TableCellMargins::new().margin(0, 0, 0, 0))
     }
 
     /// A bordered table: widths proportional to the markup's, header rows bold and centred,

@@ -315,6 +315,12 @@ impl DocumentsExporter {
         })
     }
 
+    /// Whether a recorded file is on disk with the content it was recorded with.
+    fn intact(&self, file: &FileRecord) -> bool {
+        std::fs::read(self.config.output.join(&file.path))
+            .is_ok_and(|bytes| hex::encode(Sha256::digest(&bytes)) == file.sha256)
+    }
+
     fn render(&self, job: &Job<'_>) -> Result<Outcome, ExportError> {
         let case = job.state.id.as_str();
         let context = context(job);
@@ -392,13 +398,17 @@ impl DocumentsExporter {
             case_version: job.state.stream_version,
             files: records,
         };
+        // The id covers the files' hashes: delivering the event again records nothing new, and
+        // a draft rendered differently (new templates or writers) is recorded as what it now is.
+        let hashes: Vec<&str> = generated.files.iter().map(|f| f.sha256.as_str()).collect();
         let id = Uuid::new_v5(
             &Uuid::NAMESPACE_OID,
             format!(
-                "giamsat:document:{case}/{}/v{}/{}",
+                "giamsat:document:{case}/{}/v{}/{}/{}",
                 job.document,
                 job.version,
-                job.number.map_or("draft".to_owned(), |n| n.to_string())
+                job.number.map_or("draft".to_owned(), |n| n.to_string()),
+                hashes.join(",")
             )
             .as_bytes(),
         );
@@ -856,9 +866,15 @@ impl Exporter for DocumentsExporter {
                     )));
                 };
                 let records = self.records(case).await?;
+                // The version's latest rendering as a draft: what was signed.
                 let base = records
                     .iter()
-                    .find(|r| r.document == document && u64::from(r.version) == version)
+                    .rev()
+                    .find(|r| {
+                        r.document == document
+                            && u64::from(r.version) == version
+                            && r.number.is_none()
+                    })
                     .ok_or_else(|| {
                         permanent(format!(
                             "document {document} v{version} of case {case} was never generated"
@@ -866,6 +882,16 @@ impl Exporter for DocumentsExporter {
                     })?
                     .clone();
                 let number = u32::try_from(number).map_err(permanent)?;
+                // Issued and intact on disk: an issued document is never rendered again (a
+                // replay after an upgrade leaves it as it was issued).
+                let issued = records.iter().rev().find(|r| {
+                    r.document == document && r.version == base.version && r.number == Some(number)
+                });
+                if let Some(issued) = issued
+                    && issued.files.iter().all(|f| self.intact(f))
+                {
+                    return Ok(Vec::new());
+                }
                 // The numbered document is the draft that was signed: the same case state.
                 let until = base.case_version;
                 Ok(vec![

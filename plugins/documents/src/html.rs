@@ -28,7 +28,7 @@ h1.center, h2.center, h3.center, h4.center, h5.center, h6.center { text-align: c
   text-indent: 0; }
 table.layout { width: 100%; border-collapse: collapse; margin: 0 0 12pt 0; }
 table.layout td { vertical-align: top; padding: 0 2mm; }
-table.layout td.wide { width: 60%; }
+table.layout td.wide { width: 63%; }
 table.grid { width: 100%; border-collapse: collapse; margin: 6pt 0 12pt 0; font-size: 13pt; }
 table.grid th, table.grid td { border: 1px solid #000; padding: 2pt 4pt; vertical-align: top; }
 table.grid th { font-weight: bold; text-align: center; }

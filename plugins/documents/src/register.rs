@@ -110,10 +110,17 @@ async fn latest(store: &Store, case: &str, document: &str) -> Result<Generated, 
         .map(|r| r.version)
         .max();
     match newest {
-        Some(v) => Ok(records
-            .into_iter()
-            .find(|r| r.document == document && r.version == v)
-            .expect("a record of the newest version")),
+        // Its latest rendering as a draft (the one that was signed), else its numbered one.
+        Some(v) => {
+            let of_version = |r: &&Generated| r.document == document && r.version == v;
+            let draft = records
+                .iter()
+                .rfind(|r| of_version(r) && r.number.is_none())
+                .cloned();
+            Ok(draft
+                .or_else(|| records.iter().rfind(of_version).cloned())
+                .expect("a record of the newest version"))
+        }
         None => {
             let mut known: Vec<String> = records.iter().map(|r| r.document.clone()).collect();
             known.dedup();
@@ -320,35 +327,49 @@ pub struct DocumentVersion {
     pub draft_files: Vec<crate::exporter::FileRecord>,
 }
 
-/// The documents of a case, one row per version (numbered ones with their number).
+/// The documents of a case, one row per version (numbered ones with their number); where a
+/// version was rendered more than once, its latest rendering.
 pub async fn list(store: &Store, case: &str) -> Result<Vec<DocumentVersion>, RegisterError> {
     let records = read_records(store, case).await?;
     let mut out: Vec<DocumentVersion> = Vec::new();
     for r in records {
         let excerpt = r.meta.get("excerpt").cloned().unwrap_or_default();
-        match out
-            .iter_mut()
-            .find(|v| v.document == r.document && v.version == r.version)
+        let row = match out
+            .iter()
+            .position(|v| v.document == r.document && v.version == r.version)
         {
-            Some(v) if r.number.is_some() => {
-                v.draft_files = std::mem::take(&mut v.files);
-                v.files = r.files;
-                v.number = r.number;
-                v.symbol = r.symbol;
+            Some(i) => &mut out[i],
+            None => {
+                out.push(DocumentVersion {
+                    document: r.document.clone(),
+                    kind: r.kind.clone(),
+                    label: r.label.clone(),
+                    version: r.version,
+                    date: r.date.clone(),
+                    number: None,
+                    symbol: None,
+                    excerpt: String::new(),
+                    files: Vec::new(),
+                    draft_files: Vec::new(),
+                });
+                out.last_mut().expect("just pushed")
             }
-            Some(_) => {}
-            None => out.push(DocumentVersion {
-                document: r.document,
-                kind: r.kind,
-                label: r.label,
-                version: r.version,
-                date: r.date,
-                number: r.number,
-                symbol: r.symbol,
-                excerpt,
-                files: r.files,
-                draft_files: Vec::new(),
-            }),
+        };
+        match r.number {
+            Some(_) => {
+                if row.number.is_none() {
+                    row.draft_files = std::mem::take(&mut row.files);
+                }
+                row.number = r.number;
+                row.symbol = r.symbol;
+                row.files = r.files;
+                row.excerpt = excerpt;
+            }
+            None if row.number.is_some() => row.draft_files = r.files,
+            None => {
+                row.files = r.files;
+                row.excerpt = excerpt;
+            }
         }
     }
     Ok(out)

@@ -28,6 +28,17 @@ fn workflow() -> Workflow {
         .expect("valid")
 }
 
+/// The workflow with the minutes (biên bản) declared secret.
+fn workflow_with_secret_minutes() -> Workflow {
+    let mut bundle = read_workflow_dir(&root().join("workflows/giam-sat-chuyen-de")).expect("read");
+    let declared = "template: templates/bien-ban.hbs\n";
+    assert!(bundle.text.contains(declared));
+    bundle.text = bundle
+        .text
+        .replace(declared, &format!("{declared}    secret: true\n"));
+    load(bundle).expect("valid")
+}
+
 fn seed() -> Value {
     let path = root().join("workflows/giam-sat-chuyen-de/examples/tuan-giao-2024.yaml");
     serde_saphyr::from_str(&std::fs::read_to_string(path).expect("example")).expect("yaml")
@@ -55,9 +66,13 @@ const DEL: &str = "delegation:trong";
 
 /// The seed case from its establishment to an overdue recommendation.
 async fn run_seed_case(store: &Store, case: &str, data: Value) {
+    run_case_of(store, &workflow(), case, data).await;
+}
+
+async fn run_case_of(store: &Store, workflow: &Workflow, case: &str, data: Value) {
     start_case(
         store,
-        &workflow(),
+        workflow,
         case,
         data,
         Actor::parse(SEC).expect("actor"),
@@ -266,6 +281,25 @@ async fn the_seed_case_produces_every_document_numbered_and_corrected() {
         .expect("minutes");
     assert!(md(minutes).contains("xã Quài Tở"));
     assert_eq!(minutes.date, "2024-04-26");
+    // Each document is dated by its command's issued_on, else the day its event happened.
+    let date = |d: &str| {
+        records
+            .iter()
+            .find(|r| r.document == d)
+            .map(|r| r.date.as_str())
+            .expect("document")
+    };
+    assert_eq!(date("ke-hoach"), "2024-03-21");
+    assert_eq!(date("giay-moi-hop-doan"), "2024-03-25");
+    assert_eq!(date("cong-van-don-doc-xa-ta-ma"), "2024-04-17");
+    assert_eq!(date("thong-bao-dieu-chinh-lich-xa-quai-cang"), "2024-04-18");
+    assert_eq!(date("bao-cao-ket-qua"), "2024-05-25");
+    assert_eq!(date("cong-van-don-doc-kien-nghi-kn-1"), "2025-01-02");
+    for r in &records {
+        let day = chrono::NaiveDate::parse_from_str(&r.date, "%Y-%m-%d").expect("date");
+        let long = giamsat_engine::vn::date_long(day);
+        assert!(md(r).contains(&long), "{} is dated {long}", r.document);
+    }
 
     // Numbering after signature: the issuer's series for 2024, from 01.
     let first = register::assign_number(
@@ -625,4 +659,55 @@ fn the_similarity_measure_is_difflibs() {
         normalise("### **1. Thành phần**\n| a | b |\n|---|---|\n- + Tổng số\n"),
         "1. Thành phần\na   b  \nTổng số\n"
     );
+}
+
+#[tokio::test]
+async fn numbers_are_unique_under_concurrency_and_secret_documents_have_their_own_series() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("documents");
+    let store = sqlite(dir.path()).await;
+    run_case_of(&store, &workflow_with_secret_minutes(), "tg2024", seed()).await;
+    exporter(&store, &out).run_once().await.expect("run");
+    let open = [
+        "ke-hoach",
+        "thong-bao-lich",
+        "giay-moi-hop-doan",
+        "cong-van-don-doc-xa-ta-ma",
+        "thong-bao-dieu-chinh-lich-xa-quai-cang",
+        "bao-cao-ket-qua",
+    ];
+    // Six secretaries number six documents at once: six different numbers, 01 to 06.
+    let tasks: Vec<_> = open
+        .iter()
+        .map(|d| {
+            let store = store.clone();
+            let d = (*d).to_owned();
+            tokio::spawn(async move {
+                register::assign_number(&store, "tg2024", &d, SEC, at("2024-06-01T08:00:00+07:00"))
+                    .await
+                    .expect("number")
+            })
+        })
+        .collect();
+    let mut numbers = Vec::new();
+    for t in tasks {
+        numbers.push(t.await.expect("task").number);
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
+    // The secret series starts at 01 on its own.
+    let secret = register::assign_number(
+        &store,
+        "tg2024",
+        "bien-ban-xa-quai-to",
+        SEC,
+        at("2024-06-01T09:00:00+07:00"),
+    )
+    .await
+    .expect("secret");
+    assert!(secret.secret);
+    assert_eq!(secret.symbol, "01/BB-ĐGS");
+    let book = register::register(&store, 2024).await.expect("register");
+    assert_eq!(book.len(), 7);
+    assert_eq!(book.last().map(|e| (e.secret, e.number)), Some((true, 1)));
 }
