@@ -37,7 +37,7 @@ fn ok(s: &Sandbox, args: &[&str]) -> crate::support::Run {
 }
 
 /// Copies a folder with everything in it (a workflow: definition, schemas, templates...).
-fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
+pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
     std::fs::create_dir_all(dst).expect("mkdir");
     for entry in std::fs::read_dir(src).expect("read dir") {
         let path = entry.expect("entry").path();

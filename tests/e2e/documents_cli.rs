@@ -227,3 +227,29 @@ fn documents_are_rendered_numbered_corrected_and_registered() {
         .fails_with(1, &["case \"missing\" does not exist"]);
     s.ok(&["verify"]);
 }
+
+#[test]
+fn workflow_check_finds_broken_templates_with_their_place() {
+    let s = Sandbox::sqlite();
+    let dst = s.path("wf/giam-sat-chuyen-de");
+    crate::cases_cli::copy_dir(&PathBuf::from(workflows()).join("giam-sat-chuyen-de"), &dst);
+    let template = dst.join("templates/giay-moi-hop-doan.hbs");
+    let text = std::fs::read_to_string(&template).expect("template");
+    std::fs::write(&template, format!("{text}\n{{{{> no-such-partial}}}}\n")).expect("write");
+    let minutes = dst.join("templates/bien-ban.hbs");
+    std::fs::write(&minutes, "line one\n{{#if x}}\nunclosed\n").expect("write");
+    let lines = text.lines().count() + 2;
+    s.run(&["workflow", "check", "wf"]).fails_with(
+        1,
+        &[
+            &format!("templates/giay-moi-hop-doan.hbs:{lines}:1: partial \"no-such-partial\" is not declared"),
+            "templates/bien-ban.hbs:",
+        ],
+    );
+    // A missing template file is named with the document that declares it.
+    std::fs::remove_file(&minutes).expect("remove");
+    s.run(&["workflow", "check", "wf"]).fails_with(
+        1,
+        &["document \"bien-ban\": template file \"templates/bien-ban.hbs\" is missing"],
+    );
+}

@@ -71,7 +71,8 @@ pub enum CaseError {
     Store(#[from] StoreError),
 }
 
-/// Reads a workflow folder: its `workflow.yaml` and the schema files it names, as a [`Bundle`].
+/// Reads a workflow folder: its `workflow.yaml` and the schema and template files it names, as a
+/// [`Bundle`].
 pub fn read_workflow_dir(dir: &std::path::Path) -> Result<Bundle, CaseError> {
     let read = |path: std::path::PathBuf| {
         std::fs::read_to_string(&path).map_err(|source| CaseError::Read {
@@ -83,7 +84,12 @@ pub fn read_workflow_dir(dir: &std::path::Path) -> Result<Bundle, CaseError> {
     let text = read(file.clone())?;
     let mut files = std::collections::BTreeMap::new();
     for name in giamsat_engine::referenced_files(&text) {
-        let content = read(dir.join(&name))?;
+        // A missing file is left out: loading reports it with the place that names it.
+        let path = dir.join(&name);
+        if !path.exists() {
+            continue;
+        }
+        let content = read(path)?;
         files.insert(name, content);
     }
     Ok(Bundle {
