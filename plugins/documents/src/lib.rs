@@ -10,7 +10,8 @@
 //! `{{vn_place_date place d}}` Tuần Giáo, ngày 25 tháng 3 năm 2024 · `{{vn_time "07:30"}}` 07 giờ
 //! 30 (also the time of a date-time) · `{{vn_weekday d}}` Thứ Tư · `{{number_line number type_code issuer}}` Số: 12/TB-ĐGS (or
 //! the draft blank `Số:    /TB-ĐGS` when `number` is null) · `{{upper t}}` PHÓ CHỦ TỊCH ·
-//! `{{rich x}}` a text with its italic and bold parts.
+//! `{{rich x}}` a text with its italic and bold parts · `{{inc @index}}` 1-based positions ·
+//! `{{#each (range n)}}` 1 to n · `(any list "field")` whether an item has the field.
 
 use chrono::{NaiveDate, NaiveTime};
 use giamsat_engine::vn;
@@ -75,6 +76,20 @@ fn text_helper(
         },
     )
 }
+
+// `{{inc @index}}`: a number plus one (1-based positions).
+handlebars::handlebars_helper!(inc: |n: u64| n + 1);
+// `{{#each (range 5)}}`: the numbers 1 to n.
+handlebars::handlebars_helper!(range: |n: u64| (1..=n.min(10_000)).collect::<Vec<u64>>());
+// `{{#if (any columns "children")}}`: whether some item of a list has a truthy field.
+handlebars::handlebars_helper!(any: |list: array, field: str| list.iter().any(|item| {
+    match item.get(field) {
+        None | Some(Value::Null | Value::Bool(false)) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::String(t)) => !t.is_empty(),
+        Some(_) => true,
+    }
+}));
 
 /// `{{rich x}}`: a text with emphasised parts. `x` is a string, or an object with `text` and
 /// optional `italic` and `bold` lists of substrings (the form of the workflow's start data);
@@ -323,6 +338,9 @@ impl Templates {
             }),
         );
         registry.register_helper("rich", Box::new(rich));
+        registry.register_helper("inc", Box::new(inc));
+        registry.register_helper("range", Box::new(range));
+        registry.register_helper("any", Box::new(any));
         registry.register_helper(
             "upper",
             text_helper(|h| {
@@ -412,6 +430,21 @@ mod tests {
             "{}",
             plain(&numbered)
         );
+    }
+
+    #[test]
+    fn counting_helpers() {
+        let mut t = Templates::new();
+        t.add(
+            "c",
+            "{{#each items}}{{inc @index}}{{/each}} {{#each (range n)}}[{{this}}]{{/each}} \
+             {{#if (any cols \"children\")}}grouped{{else}}flat{{/if}}",
+        )
+        .expect("template");
+        let data = json!({"items": ["a", "b", "c"], "n": 2, "cols": [{"k": 1}, {"children": [1]}]});
+        assert_eq!(t.render("c", &data).expect("render"), "123 [1][2] grouped");
+        let flat = json!({"items": [], "n": 0, "cols": [{"children": []}]});
+        assert_eq!(t.render("c", &flat).expect("render"), "  flat");
     }
 
     #[test]

@@ -784,10 +784,24 @@ fn md_table(t: &Table, out: &mut String) {
         }
         s
     };
-    let header = t.header_rows.max(1);
+    // GitHub Markdown has one header row: the separator follows the first row, and further
+    // header rows print bold as the first body rows.
     for (i, row) in t.rows.iter().enumerate() {
-        let _ = writeln!(out, "{}", row_text(row));
-        if i + 1 == header {
+        if i > 0 && i < t.header_rows {
+            let mut s = String::from("|");
+            for c in row {
+                let text = cell_text(c);
+                if text.trim().is_empty() {
+                    s.push_str("  |");
+                } else {
+                    let _ = write!(s, " **{}** |", text.replace("**", ""));
+                }
+            }
+            let _ = writeln!(out, "{s}");
+        } else {
+            let _ = writeln!(out, "{}", row_text(row));
+        }
+        if i == 0 {
             let mut sep = String::from("|");
             for c in 0..t.columns() {
                 sep.push_str(if t.centered.get(c) == Some(&true) {
@@ -884,6 +898,12 @@ mod tests {
         assert_eq!(t.rows[0][0].rowspan, 2);
         assert_eq!(t.rows[1][0].colspan, 0);
         assert_eq!(t.rows[2][4].content, Vec::new());
+        // One GitHub header row; the second prints bold above the body.
+        assert_eq!(
+            to_markdown(&doc),
+            "| STT | Nội dung | Năm 2022 |  | Ghi chú |\n| :---: | --- | --- | --- | --- |\n\
+             |  |  | **Tổng số** | **Tỷ lệ** |  |\n| 1 | Hồ sơ | 10 | 100% |  |\n"
+        );
     }
 
     #[test]
