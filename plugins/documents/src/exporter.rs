@@ -123,6 +123,43 @@ pub struct Generated {
     pub files: Vec<FileRecord>,
 }
 
+/// One rendered file, in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    pub format: OutputFormat,
+    /// `<document>.<du-thao|so-NN-...>.v<N>.<ext>`.
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+struct Produced {
+    meta: BTreeMap<String, String>,
+    files: Vec<RenderedFile>,
+}
+
+/// A document rendered in memory for another exporter (an e-mail attachment): the same bytes the
+/// documents exporter writes for the draft of that event.
+#[derive(Debug, Clone)]
+pub struct RenderedDocument {
+    pub document: String,
+    pub kind: String,
+    pub label: String,
+    pub date: String,
+    /// The `::: meta` fields (type name, excerpt, signer...).
+    pub meta: BTreeMap<String, String>,
+    pub files: Vec<RenderedFile>,
+}
+
+/// A case event seen as templates see it: the case folded up to the event, its pinned
+/// definition, and the template context without the `document` part.
+#[derive(Debug, Clone)]
+pub struct EventView {
+    pub workflow: Workflow,
+    pub state: CaseState,
+    pub data: CaseEventData,
+    pub context: Value,
+}
+
 /// The exporter.
 pub struct DocumentsExporter {
     config: DocumentsConfig,
@@ -178,6 +215,77 @@ impl DocumentsExporter {
             definitions: Definitions::new(),
             triggers: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// A renderer for other exporters: renders in memory, in `formats`, and writes nothing.
+    pub fn renderer(store: Store, formats: Vec<OutputFormat>) -> DocumentsExporter {
+        DocumentsExporter {
+            config: DocumentsConfig {
+                output: PathBuf::new(),
+                formats,
+            },
+            store,
+            definitions: Definitions::new(),
+            triggers: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A case event as templates see it (`None` for an event outside `case/...`).
+    pub async fn view(&self, event: &RecordedEvent) -> Result<Option<EventView>, ExportError> {
+        let Some(case) = event.stream_id.strip_prefix("case/") else {
+            return Ok(None);
+        };
+        let (loaded, workflow) = self.case_at(case, event.stream_version).await?;
+        let data: CaseEventData = serde_json::from_str(&event.data).map_err(permanent)?;
+        let context = base_context(&loaded.state, &workflow, event, &data);
+        Ok(Some(EventView {
+            workflow,
+            state: loaded.state,
+            data,
+            context: Value::Object(context),
+        }))
+    }
+
+    /// Renders, in memory, the draft of the document of `kind` that a case event produces
+    /// (`None` when the event produces no document of that kind).
+    pub async fn render_in_memory(
+        &self,
+        event: &RecordedEvent,
+        kind: &str,
+    ) -> Result<Option<RenderedDocument>, ExportError> {
+        let Some(case) = event.stream_id.strip_prefix("case/") else {
+            return Ok(None);
+        };
+        let (loaded, workflow) = self.case_at(case, event.stream_version).await?;
+        let Some(decl) = workflow
+            .definition
+            .documents
+            .iter()
+            .find(|d| d.id.value == kind && d.on.iter().any(|e| e.value == event.event_type))
+        else {
+            return Ok(None);
+        };
+        let data: CaseEventData = serde_json::from_str(&event.data).map_err(permanent)?;
+        let document = document_id(decl, &data, &loaded.events, event)?;
+        let job = Job {
+            state: &loaded.state,
+            workflow: &workflow,
+            decl,
+            event,
+            data: &data,
+            document: document.clone(),
+            version: 1,
+            number: None,
+        };
+        let produced = self.produce(&job)?;
+        Ok(Some(RenderedDocument {
+            document,
+            kind: kind.to_owned(),
+            label: decl.label.clone(),
+            date: document_date(&job),
+            meta: produced.meta,
+            files: produced.files,
+        }))
     }
 
     fn lock_triggers(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<String>>> {
@@ -321,8 +429,8 @@ impl DocumentsExporter {
             .is_ok_and(|bytes| hex::encode(Sha256::digest(&bytes)) == file.sha256)
     }
 
-    fn render(&self, job: &Job<'_>) -> Result<Outcome, ExportError> {
-        let case = job.state.id.as_str();
+    /// Renders a job in every configured format, in memory.
+    fn produce(&self, job: &Job<'_>) -> Result<Produced, ExportError> {
         let context = context(job);
         let mut templates = Templates::new();
         let files = &job.workflow.bundle.files;
@@ -361,18 +469,34 @@ impl DocumentsExporter {
             None => "du-thao".to_owned(),
         };
         let stem = format!("{}.{number_part}.v{}", job.document, job.version);
-        let mut records = Vec::new();
+        let mut out = Vec::new();
         for format in &self.config.formats {
             let bytes = encode(*format, &doc, &title, job)?;
-            let name = format!("{stem}.{}", format.extension());
-            let relative = format!("{case}/{name}");
-            let path = self.config.output.join(&relative);
-            write_file(&path, &bytes, job.number.is_some())?;
-            records.push(FileRecord {
+            out.push(RenderedFile {
                 format: *format,
+                name: format!("{stem}.{}", format.extension()),
+                bytes,
+            });
+        }
+        Ok(Produced {
+            meta: doc.meta,
+            files: out,
+        })
+    }
+
+    fn render(&self, job: &Job<'_>) -> Result<Outcome, ExportError> {
+        let case = job.state.id.as_str();
+        let produced = self.produce(job)?;
+        let mut records = Vec::new();
+        for file in &produced.files {
+            let relative = format!("{case}/{}", file.name);
+            let path = self.config.output.join(&relative);
+            write_file(&path, &file.bytes, job.number.is_some())?;
+            records.push(FileRecord {
+                format: file.format,
                 path: relative,
-                sha256: hex::encode(Sha256::digest(&bytes)),
-                bytes: bytes.len() as u64,
+                sha256: hex::encode(Sha256::digest(&file.bytes)),
+                bytes: file.bytes.len() as u64,
             });
         }
         let generated = Generated {
@@ -388,7 +512,7 @@ impl DocumentsExporter {
             secret: job.decl.secret,
             issuer: issuer_name(job.state),
             issuer_code: issuer_code(job.state),
-            meta: doc.meta.clone(),
+            meta: produced.meta,
             source: Source {
                 event_id: job.event.event_id,
                 event_type: job.event.event_type.clone(),
@@ -581,10 +705,19 @@ fn document_date(job: &Job<'_>) -> String {
 }
 
 fn local_at(job: &Job<'_>) -> DateTime<FixedOffset> {
-    let tz = giamsat_engine::zone(job.workflow);
-    DateTime::parse_from_rfc3339(&job.data.at)
+    local_at_of(job.workflow, job.data, job.event)
+}
+
+/// When the event happened (its command's time), in the workflow's time zone.
+fn local_at_of(
+    workflow: &Workflow,
+    data: &CaseEventData,
+    event: &RecordedEvent,
+) -> DateTime<FixedOffset> {
+    let tz = giamsat_engine::zone(workflow);
+    DateTime::parse_from_rfc3339(&data.at)
         .map(|t| t.with_timezone(&tz).fixed_offset())
-        .unwrap_or_else(|_| job.event.recorded_at().with_timezone(&tz).fixed_offset())
+        .unwrap_or_else(|_| event.recorded_at().with_timezone(&tz).fixed_offset())
 }
 
 /// The entity an event acted on: its first entity effect.
@@ -673,10 +806,14 @@ fn state_label(workflow: &Workflow, collection: &str, state: &str) -> String {
         .map_or_else(|| state.to_owned(), |s| s.label.clone())
 }
 
-/// The template context (its contract is in the workflow's templates README).
-fn context(job: &Job<'_>) -> Value {
-    let state = job.state;
-    let workflow = job.workflow;
+/// The template context of a case event without the `document` part (its contract is in the
+/// workflow's templates README): also what notification templates see.
+pub fn base_context(
+    state: &CaseState,
+    workflow: &Workflow,
+    event: &RecordedEvent,
+    data: &CaseEventData,
+) -> Map<String, Value> {
     let mut entities = Map::new();
     let mut lists = Map::new();
     for (collection, items) in &state.entities {
@@ -724,7 +861,7 @@ fn context(job: &Job<'_>) -> Value {
         lists.insert(collection.clone(), Value::Array(list));
         entities.insert(collection.clone(), Value::Object(by_key));
     }
-    let target = target_of(job.data).and_then(|(collection, key)| {
+    let target = target_of(data).and_then(|(collection, key)| {
         state
             .entity(&collection, &key)
             .map(|e| entity_json(workflow, &collection, &key, e))
@@ -745,40 +882,53 @@ fn context(job: &Job<'_>) -> Value {
                 .and_then(|units| units.iter().find(|u| u["code"] == code.as_str()).cloned())
         })
         .unwrap_or(Value::Null);
-    let at = local_at(job);
+    let at = local_at_of(workflow, data, event);
     let label = workflow
         .definition
         .events
         .iter()
-        .find(|e| e.event_type.value == job.event.event_type)
+        .find(|e| e.event_type.value == event.event_type)
         .map_or("", |e| e.label.as_str());
-    let type_code = (!job.decl.type_code.is_empty()).then_some(job.decl.type_code.as_str());
-    let issuer = issuer_code(state);
     let mut parameters = Map::new();
     for p in &workflow.definition.parameters {
         if let Some(v) = workflow.parameter(&p.id.value, &state.data) {
             parameters.insert(p.id.value.clone(), v);
         }
     }
-    json!({
+    let context = json!({
         "case": {"id": state.id, "workflow": state.workflow, "stage": state.stage},
         "data": state.data,
         "entities": entities,
         "lists": lists,
         "event": {
-            "type": job.event.event_type,
+            "type": event.event_type,
             "label": label,
-            "id": job.event.event_id,
-            "position": job.event.position,
+            "id": event.event_id,
+            "position": event.position,
             "at": at.to_rfc3339(),
             "date": at.format("%Y-%m-%d").to_string(),
             "time": at.format("%H:%M").to_string(),
-            "input": job.data.input,
-            "actor": {"id": job.data.actor.id, "role": job.data.actor.role},
+            "input": data.input,
+            "actor": {"id": data.actor.id, "role": data.actor.role},
         },
         "target": target.unwrap_or(Value::Null),
         "target_unit": target_unit,
-        "document": {
+        "parameters": parameters,
+    });
+    match context {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The template context of a document.
+fn context(job: &Job<'_>) -> Value {
+    let mut context = base_context(job.state, job.workflow, job.event, job.data);
+    let type_code = (!job.decl.type_code.is_empty()).then_some(job.decl.type_code.as_str());
+    let issuer = issuer_code(job.state);
+    context.insert(
+        "document".to_owned(),
+        json!({
             "id": job.document,
             "kind": job.decl.id.value,
             "label": job.decl.label,
@@ -789,9 +939,9 @@ fn context(job: &Job<'_>) -> Value {
             "version": job.version,
             "date": document_date(job),
             "draft": job.number.is_none(),
-        },
-        "parameters": parameters,
-    })
+        }),
+    );
+    Value::Object(context)
 }
 
 /// Why the document records could not be read.

@@ -261,6 +261,53 @@ async fn the_seed_case_produces_every_document_numbered_and_corrected() {
         .find(|r| r.document == "thong-bao-lich")
         .expect("notice");
     assert_eq!(notice.date, "2024-03-25");
+    // Another exporter (an e-mail attachment) gets the very bytes the documents exporter wrote.
+    let events = store
+        .read_stream(
+            &StreamId::new("case/tg2024").expect("stream"),
+            Direction::Forward,
+            Some(1),
+            1000,
+        )
+        .await
+        .expect("case");
+    let issued = events
+        .iter()
+        .find(|e| e.event_type == "NoticeIssued")
+        .expect("event");
+    let renderer = DocumentsExporter::renderer(
+        store.clone(),
+        vec![giamsat_documents::exporter::OutputFormat::Docx],
+    );
+    let attachment = renderer
+        .render_in_memory(issued, "thong-bao-lich")
+        .await
+        .expect("render")
+        .expect("a notice");
+    assert_eq!(attachment.files.len(), 1);
+    let written = notice
+        .files
+        .iter()
+        .find(|f| f.path.ends_with(".docx"))
+        .expect("docx");
+    assert_eq!(
+        hex::encode(Sha256::digest(&attachment.files[0].bytes)),
+        written.sha256
+    );
+    assert!(
+        renderer
+            .render_in_memory(issued, "bien-ban")
+            .await
+            .expect("none")
+            .is_none()
+    );
+    let view = renderer
+        .view(issued)
+        .await
+        .expect("view")
+        .expect("a case event");
+    assert_eq!(view.context["event"]["date"], "2024-03-25");
+    assert_eq!(view.context["case"]["stage"], "notified");
     let text = md(notice);
     assert!(text.contains("Số:    /TB-ĐGS"), "draft number line: {text}");
     assert!(text.contains("Tuần Giáo, ngày 25 tháng 3 năm 2024"));
