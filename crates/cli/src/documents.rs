@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
-use chrono::Datelike;
+use chrono::{DateTime, Datelike, FixedOffset};
 use clap::{Args, Subcommand};
 use giamsat_cases::{load_case, run_command};
 use giamsat_documents::register::{self, DocumentVersion};
@@ -80,6 +80,26 @@ fn files(v: &DocumentVersion) -> String {
         .join(" ")
 }
 
+/// The case, who acts and when (`--at`, else now on the clock, in the case's time zone).
+async fn acting(
+    store: &Store,
+    clock: &Clock,
+    case: &str,
+    who: &Who,
+) -> Result<(
+    giamsat_cases::LoadedCase,
+    giamsat_engine::Actor,
+    DateTime<FixedOffset>,
+)> {
+    let loaded = load_case(store, case)
+        .await?
+        .ok_or_else(|| anyhow!("case {case:?} does not exist"))?;
+    let actor = actor(who)?;
+    let workflow = giamsat_cases::pinned(store, &loaded.state).await?;
+    let at = time(who, &workflow.definition.time_zone, clock)?;
+    Ok((loaded, actor, at))
+}
+
 pub async fn run(store: &Store, clock: &Clock, command: DocumentsCommand) -> Result<ExitCode> {
     match command {
         DocumentsCommand::List(args) => {
@@ -103,12 +123,7 @@ pub async fn run(store: &Store, clock: &Clock, command: DocumentsCommand) -> Res
             }
         }
         DocumentsCommand::Number(args) => {
-            let case = load_case(store, &args.case)
-                .await?
-                .ok_or_else(|| anyhow!("case {:?} does not exist", args.case))?;
-            let who = actor(&args.who)?;
-            let zone = giamsat_cases::pinned(store, &case.state).await?;
-            let at = time(&args.who, &zone.definition.time_zone, clock)?;
+            let (case, who, at) = acting(store, clock, &args.case, &args.who).await?;
             let entry = register::assign_number(
                 store,
                 &args.case,
@@ -145,12 +160,7 @@ pub async fn run(store: &Store, clock: &Clock, command: DocumentsCommand) -> Res
             }
         }
         DocumentsCommand::Correct(args) => {
-            let case = load_case(store, &args.case)
-                .await?
-                .ok_or_else(|| anyhow!("case {:?} does not exist", args.case))?;
-            let who = actor(&args.who)?;
-            let zone = giamsat_cases::pinned(store, &case.state).await?;
-            let at = time(&args.who, &zone.definition.time_zone, clock)?;
+            let (_, who, at) = acting(store, clock, &args.case, &args.who).await?;
             let version = register::request_correction(
                 store,
                 &args.case,

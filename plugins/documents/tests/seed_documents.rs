@@ -155,6 +155,30 @@ async fn run_case_of(store: &Store, workflow: &Workflow, case: &str, data: Value
     .await;
 }
 
+/// A case started from `data` on 20/3/2024 whose schedule notice was issued on 25/3/2024.
+async fn start_with_notice(store: &Store, case: &str, data: Value) {
+    start_case(
+        store,
+        &workflow(),
+        case,
+        data,
+        Actor::parse(SEC).expect("actor"),
+        at("2024-03-20T08:00:00+07:00"),
+        Uuid::new_v4(),
+    )
+    .await
+    .expect("start");
+    act(
+        store,
+        case,
+        SEC,
+        "issue_notice",
+        json!({"issued_on": "2024-03-25", "document": "thong-bao-lich"}),
+        "2024-03-25T08:00:00+07:00",
+    )
+    .await;
+}
+
 async fn sqlite(dir: &Path) -> Store {
     Store::open(
         &format!("sqlite://{}", dir.join("g.db").display()),
@@ -494,26 +518,7 @@ async fn case_data_is_printed_not_run_in_every_format() {
     let store = sqlite(dir.path()).await;
     let mut data = seed();
     data["units"][8]["name"] = json!("xã <script>alert(1)</script> & *Ta Ma*");
-    start_case(
-        &store,
-        &workflow(),
-        "x",
-        data,
-        Actor::parse(SEC).expect("actor"),
-        at("2024-03-20T08:00:00+07:00"),
-        Uuid::new_v4(),
-    )
-    .await
-    .expect("start");
-    act(
-        &store,
-        "x",
-        SEC,
-        "issue_notice",
-        json!({"issued_on": "2024-03-25", "document": "thong-bao-lich"}),
-        "2024-03-25T08:00:00+07:00",
-    )
-    .await;
+    start_with_notice(&store, "x", data).await;
     act(
         &store,
         "x",
@@ -642,26 +647,7 @@ async fn the_rendered_notice_reproduces_the_seed() {
     let dir = tempfile::tempdir().expect("dir");
     let out = dir.path().join("documents");
     let store = sqlite(dir.path()).await;
-    start_case(
-        &store,
-        &workflow(),
-        "tg2024",
-        seed(),
-        Actor::parse(SEC).expect("actor"),
-        at("2024-03-20T08:00:00+07:00"),
-        Uuid::new_v4(),
-    )
-    .await
-    .expect("start");
-    act(
-        &store,
-        "tg2024",
-        SEC,
-        "issue_notice",
-        json!({"issued_on": "2024-03-25", "document": "thong-bao-lich"}),
-        "2024-03-25T08:00:00+07:00",
-    )
-    .await;
+    start_with_notice(&store, "tg2024", seed()).await;
     exporter(&store, &out).run_once().await.expect("run");
     let records = read_records(&store, "tg2024").await.expect("records");
     let notice = records
