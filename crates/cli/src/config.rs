@@ -82,17 +82,35 @@ impl Default for Config {
                 },
             ],
             // The documents exporter: every declared document, in every format, under documents/.
-            exporters: vec![ExporterConfig {
-                id: "documents".to_owned(),
-                kind: "documents".to_owned(),
-                enabled: true,
-                max_attempts: max_attempts(),
-                initial_backoff: initial_backoff(),
-                settings: toml::toml! {
-                    output = "documents"
-                    formats = ["html", "md", "docx"]
+            exporters: vec![
+                ExporterConfig {
+                    id: "documents".to_owned(),
+                    kind: "documents".to_owned(),
+                    enabled: true,
+                    max_attempts: max_attempts(),
+                    initial_backoff: initial_backoff(),
+                    settings: toml::toml! {
+                        output = "documents"
+                        formats = ["html", "md", "docx"]
+                    },
                 },
-            }],
+                // The notifications exporter: without [smtp], messages go to outbox/ as .eml files.
+                ExporterConfig {
+                    id: "notifications".to_owned(),
+                    kind: "notifications".to_owned(),
+                    enabled: true,
+                    max_attempts: max_attempts(),
+                    initial_backoff: initial_backoff(),
+                    settings: toml::toml! {
+                        from = "Văn phòng HĐND <van-phong@giamsat.invalid>"
+                        outbox = "outbox"
+                        calendar-dir = "config/calendars"
+                        [roles]
+                        secretariat = []
+                        delegation = []
+                    },
+                },
+            ],
             log: LogConfig::default(),
         }
     }

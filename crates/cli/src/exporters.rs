@@ -81,6 +81,24 @@ fn build(config: &ExporterConfig, store: &Store) -> Result<Arc<dyn Exporter>> {
                     )
                 })
         }
+        "archive" => giamsat_archive::ArchiveExporter::from_config(settings, store.clone())
+            .map(|e| Arc::new(e) as Arc<dyn Exporter>)
+            .map_err(|e| {
+                anyhow!(
+                    "configuration [[exporters]] id = {:?} (type archive): {e}",
+                    config.id
+                )
+            }),
+        "notifications" => {
+            giamsat_notifications::NotificationsExporter::from_config(settings, store.clone())
+                .map(|e| Arc::new(e) as Arc<dyn Exporter>)
+                .map_err(|e| {
+                    anyhow!(
+                        "configuration [[exporters]] id = {:?} (type notifications): {e}",
+                        config.id
+                    )
+                })
+        }
         "jsonl" => giamsat_jsonl::JsonlExporter::from_config(settings)
             .map(|e| Arc::new(e) as Arc<dyn Exporter>)
             .map_err(|e| {
@@ -89,8 +107,22 @@ fn build(config: &ExporterConfig, store: &Store) -> Result<Arc<dyn Exporter>> {
                     config.id
                 )
             }),
+        // A plugin process: started, and its handshake completed, here, because the filter it
+        // announces is needed before the first event. `build` is synchronous; the CLI's runtime
+        // is multi-threaded, so blocking this worker for the handshake is allowed.
+        "exec" => tokio::task::block_in_place(|| {
+            let start = giamsat_exporter::exec::ExecExporter::start(&config.id, settings);
+            tokio::runtime::Handle::current().block_on(start)
+        })
+        .map(|e| Arc::new(e) as Arc<dyn Exporter>)
+        .map_err(|e| {
+            anyhow!(
+                "configuration [[exporters]] id = {:?} (type exec): {e}",
+                config.id
+            )
+        }),
         other => bail!(
-            "configuration [[exporters]] id = {:?}: unknown type {other:?}; known types: documents, jsonl",
+            "configuration [[exporters]] id = {:?}: unknown type {other:?}; known types: archive, documents, exec, jsonl, notifications",
             config.id
         ),
     }
@@ -110,7 +142,7 @@ fn find<'a>(config: &'a Config, id: &str) -> Result<&'a ExporterConfig> {
     })
 }
 
-fn runner(store: &Store, config: &ExporterConfig) -> Result<Runner> {
+pub(crate) fn runner(store: &Store, config: &ExporterConfig) -> Result<Runner> {
     let options = RunnerOptions {
         max_attempts: config.max_attempts.max(1),
         initial_backoff: config.initial_backoff,

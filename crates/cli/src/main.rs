@@ -2,14 +2,17 @@
 //! one command; the rules live in the library crates. Errors go to standard error with a non-zero
 //! exit code; nothing panics on bad input.
 
+mod archive;
 mod calendar;
 mod cases;
 mod config;
 mod documents;
 mod events;
 mod exporters;
+mod notifications;
 mod output;
 mod schedule;
+mod serve;
 mod workflows;
 
 use std::path::PathBuf;
@@ -90,6 +93,17 @@ enum Command {
     /// documents
     #[command(subcommand)]
     Documents(documents::DocumentsCommand),
+    /// What the notifications exporter sent for a case, to whom, and who was skipped and why
+    #[command(subcommand)]
+    Notifications(notifications::NotificationsCommand),
+    /// A case's BagIt archive package: build it, check one (exit 3 when it is invalid)
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
+    /// Run the daemon: the HTTP API, the scheduler, cron and the exporters, until Ctrl-C
+    Serve(serve::ServeArgs),
+    /// The daemon's access tokens: create (shown once), list, revoke
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -143,6 +157,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     let cli = match cli.command {
         Command::Workflow(command) => return workflows::run(&root, command),
         Command::Calendar(command) => return calendar::run(&config.calendar.dir, command),
+        Command::Archive(archive::ArchiveCommand::Verify(args)) => return archive::verify(&args),
         _ => cli,
     };
     let clock =
@@ -171,6 +186,10 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         }
         Command::Exporters(command) => exporters::run(&store, &config, command).await,
         Command::Documents(command) => documents::run(&store, &clock, command).await,
+        Command::Notifications(command) => notifications::run(&store, command).await,
+        Command::Archive(command) => archive::run(&store, &config, &clock, command).await,
+        Command::Serve(args) => serve::serve(&store, &config, &root, clock, args).await,
+        Command::Token(command) => serve::token(&store, &clock, command).await,
         Command::Workflow(_) | Command::Calendar(_) => Ok(ExitCode::SUCCESS),
     };
     store.close().await;

@@ -97,7 +97,8 @@ fn check(path: &Path) -> Result<ExitCode> {
     for dir in dirs {
         match load(read_bundle(&dir)?) {
             Ok(w) => {
-                let problems = giamsat_documents::check_templates(&w);
+                let mut problems = giamsat_documents::check_templates(&w);
+                problems.extend(giamsat_notifications::check_templates(&w));
                 if problems.is_empty() {
                     output::line(&format!(
                         "ok {} version {} ({} stages, {} commands, {} documents) {}",

@@ -416,16 +416,95 @@ pub struct DocumentDecl {
     pub secret: bool,
 }
 
-/// A notification, sent when one of `on` is recorded.
+/// A notification, sent by the notifications exporter when one of `on` is recorded: one message
+/// per recipient, its body rendered from `template` (plain text, handlebars) and its subject from
+/// `subject`, with the documents of `attach` and the calendar entries of `calendar`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationDecl {
     pub id: Spanned<String>,
     pub on: Vec<Spanned<String>>,
-    /// Who receives it: role names, or `collection:<id>` for the case's entities.
+    /// Who receives it: role names (addresses from the exporter's configuration, and the
+    /// members' own addresses in the case data for a role with a member list), or
+    /// `collection:<id>` for the case's entities (each entity's `email`).
     pub to: Vec<String>,
+    /// The body's template file, relative to the definition (part of the pinned bundle).
     pub template: String,
-    /// Documents attached, by id.
+    /// The subject line: a one-line handlebars template with the body's context; without it, the
+    /// event's label.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Documents attached (rendered as DOCX and HTML), by id; each must be declared `on` every
+    /// event of the notification.
     #[serde(default)]
     pub attach: Vec<Spanned<String>>,
+    /// For `collection:` recipients: a pointer (`/target/...` or `/input/...`) to the key of the
+    /// one entity the event concerns (a visit's unit). Without it: the entities of the collection
+    /// the event acted on, or all of them when it acted on none.
+    #[serde(default)]
+    pub recipient_key: Option<String>,
+    /// For `collection:` recipients: only the entities the event acted on; when it acted on none,
+    /// nobody of the collection (an overdue notice never goes to a unit that has reported).
+    #[serde(default)]
+    pub only_acted_on: bool,
+    /// Calendar entries attached as one RFC 5545 `.ics` file per message.
+    #[serde(default)]
+    pub calendar: Vec<CalendarDecl>,
+}
+
+/// What a calendar attachment asks of the recipient's calendar.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CalendarMethod {
+    /// A new or changed entry (`METHOD:REQUEST`; several entries in one file: `PUBLISH`).
+    #[default]
+    Request,
+    /// The entry is cancelled (`METHOD:CANCEL`, `STATUS:CANCELLED`).
+    Cancel,
+}
+
+/// Calendar entries of a notification: one per entity of `each`, or one from the case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarDecl {
+    /// Names the entries in their UIDs, which stay the same across changes:
+    /// `<case>-<uid>@giamsat`, or `<case>-<uid>-<entity key>@giamsat` with `each`.
+    pub uid: Spanned<String>,
+    #[serde(default)]
+    pub method: CalendarMethod,
+    /// One entry per entity of this collection: the entities the event acted on when it acted on
+    /// some, else every entity (in `states`, when given).
+    #[serde(default)]
+    pub each: Option<Spanned<String>>,
+    /// Only entities in these states.
+    #[serde(default)]
+    pub states: Vec<Spanned<String>>,
+    /// Pointers to the entry's date (`YYYY-MM-DD`), start time (`HH:MM`) and place: into the
+    /// entity with `each`, else into the template context (`/data/meeting/date`).
+    pub date: String,
+    pub time: String,
+    #[serde(default)]
+    pub place: Option<String>,
+    /// Length of the entry.
+    #[serde(default = "default_calendar_minutes")]
+    pub minutes: u32,
+    /// The entry's title: a one-line handlebars template with the body's context plus `item`
+    /// (the entity, with `each`).
+    pub summary: String,
+    /// Only these recipients of the notification's `to` get the entry (all when empty).
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// With `each`, for `collection:` recipients: a pointer into the entity to the key of the
+    /// recipient it concerns (a unit gets only its own visit). Without it, every recipient gets
+    /// every entry.
+    #[serde(default)]
+    pub recipient_key: Option<String>,
+    /// Events that change the entry (a rescheduled visit): each one recorded for the entity (or
+    /// the case, without `each`) up to the notified event raises the entry's `SEQUENCE`.
+    #[serde(default)]
+    pub changed_on: Vec<Spanned<String>>,
+}
+
+fn default_calendar_minutes() -> u32 {
+    240
 }

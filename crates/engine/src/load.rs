@@ -11,7 +11,8 @@ use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
 use crate::definition::{
-    Command, Condition, Definition, Effect, EntitySource, Operand, Place, SchemaRef, WarningKind,
+    Command, Condition, Definition, Effect, EntitySource, NotificationDecl, Operand, Place,
+    SchemaRef, WarningKind,
 };
 use crate::timers::{At, CompiledTimer, Offset, SYSTEM_ROLE};
 
@@ -386,7 +387,30 @@ impl<'a> Validator<'a> {
             }
             for a in &n.attach {
                 self.known("document", &documents, a, "one of the declared documents");
+                // An attachment is rendered from the notified event: its document must be
+                // declared on every event of the notification.
+                if let Some(d) = def.documents.iter().find(|d| d.id.value == a.value) {
+                    for e in &n.on {
+                        if !d.on.iter().any(|o| o.value == e.value) {
+                            self.problem(
+                                Some(Place::of(a)),
+                                format!(
+                                    "notification {:?} attaches document {:?}, which is not \
+                                     rendered on {} (its events: {})",
+                                    n.id.value,
+                                    a.value,
+                                    e.value,
+                                    d.on.iter()
+                                        .map(|o| o.value.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
             }
+            self.notification(n);
             for to in &n.to {
                 let known = match to.strip_prefix("collection:") {
                     Some(c) => self.collections.contains_key(c),
@@ -399,6 +423,98 @@ impl<'a> Validator<'a> {
                             "notification {:?} goes to {to:?}, which is neither a declared role \
                              nor collection:<declared entity>",
                             n.id.value
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The recipient key pointer and the calendar entries of a notification.
+    fn notification(&mut self, n: &'a NotificationDecl) {
+        let has_collection = n.to.iter().any(|t| t.starts_with("collection:"));
+        if let Some(p) = &n.recipient_key
+            && !(p.starts_with("/target/") || p.starts_with("/input/"))
+        {
+            self.problem(
+                Some(Place::of(&n.id)),
+                format!(
+                    "notification {:?}: recipient_key {p:?} must point into the event's target \
+                     entity or input (/target/... or /input/...)",
+                    n.id.value
+                ),
+            );
+        }
+        if (n.recipient_key.is_some() || n.only_acted_on) && !has_collection {
+            self.problem(
+                Some(Place::of(&n.id)),
+                format!(
+                    "notification {:?}: recipient_key and only_acted_on apply to collection:<id> \
+                     recipients, and it has none",
+                    n.id.value
+                ),
+            );
+        }
+        let uids = self.declare(
+            &format!("calendar entry of notification {}", n.id.value),
+            n.calendar.iter().map(|c| &c.uid),
+        );
+        drop(uids);
+        for c in &n.calendar {
+            let place = Some(Place::of(&c.uid));
+            if let Some(each) = &c.each {
+                let states: Vec<&Spanned<String>> = c.states.iter().collect();
+                self.states(each, &states);
+            } else if !c.states.is_empty() || c.recipient_key.is_some() {
+                self.problem(
+                    place,
+                    format!(
+                        "notification {:?}, calendar entry {:?}: states and recipient_key need \
+                         each: <collection>",
+                        n.id.value, c.uid.value
+                    ),
+                );
+            }
+            let pointers = [
+                Some(&c.date),
+                Some(&c.time),
+                c.place.as_ref(),
+                c.recipient_key.as_ref(),
+            ];
+            for p in pointers.into_iter().flatten() {
+                if !p.starts_with('/') {
+                    self.problem(
+                        place,
+                        format!(
+                            "notification {:?}, calendar entry {:?}: {p:?} is not a JSON pointer \
+                             (it must start with '/')",
+                            n.id.value, c.uid.value
+                        ),
+                    );
+                }
+            }
+            if c.minutes == 0 {
+                self.problem(
+                    place,
+                    format!(
+                        "notification {:?}, calendar entry {:?}: minutes must be at least 1",
+                        n.id.value, c.uid.value
+                    ),
+                );
+            }
+            for e in &c.changed_on {
+                self.event(e);
+            }
+            for to in &c.to {
+                if !n.to.contains(to) {
+                    self.problem(
+                        place,
+                        format!(
+                            "notification {:?}, calendar entry {:?}: {to:?} is not one of the \
+                             notification's recipients ({})",
+                            n.id.value,
+                            c.uid.value,
+                            n.to.join(", ")
                         ),
                     );
                 }
@@ -631,6 +747,17 @@ impl<'a> Validator<'a> {
                 self.problem(None, format!("partial template file {p:?} is missing"));
             }
         }
+        for n in &def.notifications {
+            if !bundle.files.contains_key(&n.template) {
+                self.problem(
+                    Some(Place::of(&n.id)),
+                    format!(
+                        "notification {:?}: template file {:?} is missing",
+                        n.id.value, n.template
+                    ),
+                );
+            }
+        }
     }
 
     /// Resolves and compiles a schema; `None` (with a problem recorded) when it is unusable.
@@ -684,7 +811,106 @@ pub fn referenced_files(text: &str) -> Vec<String> {
     // templates it started with.
     files.extend(definition.documents.iter().map(|d| d.template.clone()));
     files.extend(definition.partials.iter().cloned());
+    // Notification templates too: a running case's messages keep the wording it started with.
+    files.extend(definition.notifications.iter().map(|n| n.template.clone()));
     files.sort();
     files.dedup();
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOTIFYING: &str = "\
+name: x
+version: 1
+label: X
+roles: [{id: secretariat, label: Văn phòng}]
+start: {event: Started, stage: one, schema: {type: object}, entities: [{collection: units, from: /input/units, key: /code, state: waiting}]}
+stages: [{id: one, label: Một}]
+entities: [{id: units, label: Đơn vị, states: [{id: waiting, label: Chờ}]}]
+events: [{type: Started, label: S}, {type: Reminded, label: R}]
+commands: []
+documents:
+  - {id: letter, label: Công văn, template: templates/letter.hbs, on: [Reminded]}
+notifications:
+  - id: ok
+    on: [Reminded]
+    to: [\"collection:units\", secretariat]
+    template: notifications/ok.hbs
+    attach: [letter]
+    recipient_key: /target/code
+    calendar:
+      - {uid: visit, each: units, states: [waiting], date: /date, time: /time, summary: x, recipient_key: /code, changed_on: [Reminded]}
+  - id: broken
+    on: [Started]
+    to: [secretariat]
+    template: notifications/missing.hbs
+    attach: [letter]
+    recipient_key: input/unit
+    calendar:
+      - {uid: visit, each: unitz, date: date, time: /time, summary: x, minutes: 0, to: [delegation], changed_on: [Nothing]}
+      - {uid: visit, date: /d, time: /t, summary: y, states: [waiting]}
+";
+
+    #[test]
+    fn notification_templates_are_bundled_and_declarations_checked() {
+        let files = referenced_files(NOTIFYING);
+        assert!(
+            files.contains(&"notifications/ok.hbs".to_owned()),
+            "{files:?}"
+        );
+        assert!(
+            files.contains(&"notifications/missing.hbs".to_owned()),
+            "{files:?}"
+        );
+        let bundle = Bundle {
+            origin: "x.yaml".into(),
+            text: NOTIFYING.into(),
+            files: [
+                ("templates/letter.hbs".to_owned(), "x".to_owned()),
+                ("notifications/ok.hbs".to_owned(), "y".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let problems = load(bundle).expect_err("invalid").0;
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let has = |prefix: &str, text: &str| {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(prefix) && l.contains(text)),
+                "{prefix} {text:?} not in {lines:#?}"
+            );
+        };
+        has(
+            "x.yaml:21:",
+            "notification \"broken\": template file \"notifications/missing.hbs\" is missing",
+        );
+        has(
+            "x.yaml:25:",
+            "attaches document \"letter\", which is not rendered on Started",
+        );
+        has("x.yaml:21:", "recipient_key \"input/unit\" must point");
+        has("x.yaml:21:", "apply to collection:<id> recipients");
+        has("x.yaml:28:", "unknown entity collection \"unitz\"");
+        has("x.yaml:28:", "\"date\" is not a JSON pointer");
+        has("x.yaml:28:", "minutes must be at least 1");
+        has(
+            "x.yaml:28:",
+            "\"delegation\" is not one of the notification's recipients",
+        );
+        has("x.yaml:28:", "unknown event type \"Nothing\"");
+        has(
+            "x.yaml:29:",
+            "calendar entry of notification broken \"visit\" is declared twice",
+        );
+        has("x.yaml:29:", "states and recipient_key need each");
+        assert!(
+            !lines.iter().any(|l| l.contains("\"ok\"")),
+            "the valid notification has no problem: {lines:#?}"
+        );
+    }
 }

@@ -21,6 +21,8 @@ use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+pub mod exec;
+
 /// Event type recording a parked event.
 pub const PARKED_EVENT: &str = "ExportParked";
 /// Event type recording that a parked event was exported on a retry.
@@ -42,6 +44,22 @@ pub struct Parked {
 
 /// The events an exporter has parked and not yet exported on a retry, in position order.
 pub async fn parked(store: &Store, id: &str) -> Result<Vec<Parked>, StoreError> {
+    let (all, retried) = read_parked(store, id).await?;
+    Ok(all
+        .into_iter()
+        .filter(|p| !retried.contains(&p.id))
+        .collect())
+}
+
+/// Every parked record of an exporter, retried or not.
+async fn parked_records(store: &Store, id: &str) -> Result<Vec<Parked>, StoreError> {
+    Ok(read_parked(store, id).await?.0)
+}
+
+async fn read_parked(
+    store: &Store,
+    id: &str,
+) -> Result<(Vec<Parked>, std::collections::HashSet<Uuid>), StoreError> {
     let stream = parked_stream(id)?;
     let mut out: Vec<Parked> = Vec::new();
     let mut retried = std::collections::HashSet::new();
@@ -80,8 +98,7 @@ pub async fn parked(store: &Store, id: &str) -> Result<Vec<Parked>, StoreError> 
             break;
         }
     }
-    out.retain(|p| !retried.contains(&p.id));
-    Ok(out)
+    Ok((out, retried))
 }
 
 /// Which events an exporter receives.
@@ -504,9 +521,32 @@ impl Runner {
     ) -> Result<(), RunnerError> {
         tracing::error!(exporter = %self.id, position = event.position, error = %error, "event parked");
         let stream = parked_stream(&self.id).map_err(|e| self.err(e))?;
+        // Still parked from an earlier delivery (a crash before the checkpoint): one record is
+        // enough. Parked again after a retry took it off the list: a record of its own, so the
+        // id counts the earlier ones.
+        let earlier: Vec<Parked> = parked_records(&self.store, &self.id)
+            .await
+            .map_err(|e| self.err(e))?
+            .into_iter()
+            .filter(|p| p.event_id == event.event_id)
+            .collect();
+        let open = parked(&self.store, &self.id)
+            .await
+            .map_err(|e| self.err(e))?;
+        if open.iter().any(|p| p.event_id == event.event_id) {
+            self.update(|s| s.parked += 1);
+            return Ok(());
+        }
         let id = Uuid::new_v5(
             &Uuid::NAMESPACE_OID,
-            format!("giamsat:parked:{}:{}:{}", self.id, event.event_id, attempts).as_bytes(),
+            format!(
+                "giamsat:parked:{}:{}:{}:{}",
+                self.id,
+                event.event_id,
+                attempts,
+                earlier.len()
+            )
+            .as_bytes(),
         );
         let parked = NewEvent::new(
             PARKED_EVENT,

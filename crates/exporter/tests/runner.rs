@@ -318,3 +318,61 @@ async fn a_parked_event_is_listed_retried_once_fixed_and_replay_delivers_again()
     assert_eq!(&seen[1..3], &[3, 4]);
     assert_eq!(stream_len(&store, "outcomes/recording").await, before);
 }
+
+/// Fails while `failing` is set, with a message that changes on every call.
+#[derive(Default)]
+struct Moody {
+    failing: std::sync::atomic::AtomicBool,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl Exporter for Moody {
+    fn filter(&self) -> Filter {
+        Filter {
+            event_types: Vec::new(),
+            stream_prefixes: vec!["case/".to_owned()],
+        }
+    }
+
+    async fn export(&self, _event: &RecordedEvent) -> Result<Vec<Outcome>, ExportError> {
+        use std::sync::atomic::Ordering;
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(ExportError::Permanent(format!("failure number {n}")));
+        }
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn an_event_parked_again_after_a_retry_is_parked_anew_and_once_after_a_crash() {
+    use std::sync::atomic::Ordering;
+    let (store, _dir) = sqlite().await;
+    append(&store, "case/a", "Something", 1).await;
+    let moody = Arc::new(Moody::default());
+    moody.failing.store(true, Ordering::SeqCst);
+    let runner = Runner::new("moody", store.clone(), moody.clone(), fast());
+    runner.run_once().await.expect("run");
+    let list = parked(&store, "moody").await.expect("parked");
+    assert_eq!(list.len(), 1);
+    // Delivered again from the start (as after a crash before the checkpoint): still one record.
+    runner.replay_from(1).await.expect("replay");
+    runner.run_once().await.expect("run again");
+    assert_eq!(parked(&store, "moody").await.expect("parked").len(), 1);
+    assert_eq!(stream_len(&store, "exporter/moody/parked").await, 1);
+    // Retried successfully, then replayed and failing with another message: parked anew.
+    moody.failing.store(false, Ordering::SeqCst);
+    runner.retry_parked(list[0].id).await.expect("retry");
+    assert!(parked(&store, "moody").await.expect("parked").is_empty());
+    moody.failing.store(true, Ordering::SeqCst);
+    runner.replay_from(1).await.expect("replay");
+    runner
+        .run_once()
+        .await
+        .expect("parked again without an id conflict");
+    let again = parked(&store, "moody").await.expect("parked");
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].id, list[0].id);
+    assert_ne!(again[0].error, list[0].error);
+}

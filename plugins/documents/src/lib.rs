@@ -144,6 +144,32 @@ fn rich(
     Ok(())
 }
 
+/// `{{rich x}}` for plain text: the text alone (a string, or the `text` of an object).
+fn rich_plain(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let value = arg(h, 0, "rich")?;
+    let text = match value {
+        Value::String(t) => t.as_str(),
+        Value::Object(o) => o
+            .get("text")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RenderErrorReason::Other(format!("rich: {value} has no \"text\"")))?,
+        other => {
+            return Err(RenderErrorReason::Other(format!(
+                "rich: {other} is neither a text nor an object with \"text\""
+            ))
+            .into());
+        }
+    };
+    out.write(text)?;
+    Ok(())
+}
+
 /// The markup of `text` with every occurrence of the `italic` and `bold` substrings emphasised.
 pub fn rich_markup(text: &str, italic: &[String], bold: &[String]) -> String {
     // One style per character, then runs of equal style.
@@ -353,6 +379,17 @@ impl Templates {
         Templates { registry }
     }
 
+    /// Templates for plain text (an e-mail body or subject): the same helpers and strict mode,
+    /// but nothing is escaped, and `{{rich x}}` prints the text without emphasis marks.
+    pub fn plain() -> Templates {
+        let mut templates = Templates::new();
+        templates.registry.register_escape_fn(handlebars::no_escape);
+        templates
+            .registry
+            .register_helper("rich", Box::new(rich_plain));
+        templates
+    }
+
     /// Adds a partial (`{{> name}}`); a syntax error names it, its line and column.
     pub fn add_partial(&mut self, name: &str, text: &str) -> Result<(), TemplateError> {
         self.registry.register_partial(name, text).map_err(|e| {
@@ -502,6 +539,34 @@ mod tests {
             .expect_err("not ISO");
         assert_eq!((err.template.as_str(), err.line), ("date.hbs", 3));
         assert!(err.message.contains("not a date"), "{err}");
+    }
+
+    #[test]
+    fn plain_templates_escape_nothing_and_keep_the_helpers_and_strict_mode() {
+        let mut t = Templates::plain();
+        t.add(
+            "mail",
+            "Kính gửi: {{unit}}\n{{vn_date d}} {{vn_time \"07:30\"}} {{vn_weekday d}}\n{{rich item}} {{upper x}}",
+        )
+        .expect("template");
+        let data = json!({
+            "unit": "<Phòng Nội vụ> *A* & B", "d": "2024-04-24", "x": "phó trưởng đoàn",
+            "item": {"text": "chậm nhất vào ngày 20/4/2024", "bold": ["20/4/2024"]}
+        });
+        assert_eq!(
+            t.render("mail", &data).expect("render"),
+            "Kính gửi: <Phòng Nội vụ> *A* & B\n24/4/2024 07 giờ 30 Thứ Tư\n\
+             chậm nhất vào ngày 20/4/2024 PHÓ TRƯỞNG ĐOÀN"
+        );
+        let err = t
+            .render("mail", &json!({"d": "2024-04-24", "x": "a", "item": "b"}))
+            .expect_err("strict");
+        assert_eq!((err.template.as_str(), err.line), ("mail", 1));
+        assert!(err.message.contains("unit"), "{err}");
+        // The markup templates still escape.
+        let mut m = Templates::new();
+        m.add("p", "{{x}}").expect("template");
+        assert_ne!(m.render("p", &json!({"x": "*a*"})).expect("render"), "*a*");
     }
 
     #[test]
