@@ -9,4 +9,5 @@ mod exec_cli;
 mod exporters_cli;
 mod notifications_cli;
 mod scheduler_cli;
+mod seed_to_the_end;
 mod support;
