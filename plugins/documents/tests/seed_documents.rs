@@ -4,28 +4,22 @@
 //! never overwritten, idempotent re-delivery, and the fidelity of the rendered notice to the seed.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use chrono::DateTime;
-use giamsat_cases::{read_workflow_dir, run_command, start_case};
+use giamsat_cases::read_workflow_dir;
 use giamsat_documents::exporter::{DocumentsExporter, GENERATED_EVENT, read_records};
 use giamsat_documents::register;
-use giamsat_engine::{Actor, CommandRequest, Workflow, load};
+use giamsat_engine::{Workflow, load};
 use giamsat_exporter::{Runner, RunnerOptions, parked};
-use giamsat_store::{Direction, Store, StoreOptions};
+use giamsat_store::{Direction, Store};
+use giamsat_testkit::{self as testkit, SEC, act, at, root, seed, sqlite, start};
 use giamsat_types::StreamId;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn workflow() -> Workflow {
-    load(read_workflow_dir(&root().join("workflows/giam-sat-chuyen-de")).expect("read"))
-        .expect("valid")
+    testkit::workflow("giam-sat-chuyen-de")
 }
 
 /// The workflow with the minutes (biên bản) declared secret.
@@ -39,135 +33,14 @@ fn workflow_with_secret_minutes() -> Workflow {
     load(bundle).expect("valid")
 }
 
-fn seed() -> Value {
-    let path = root().join("workflows/giam-sat-chuyen-de/examples/tuan-giao-2024.yaml");
-    serde_saphyr::from_str(&std::fs::read_to_string(path).expect("example")).expect("yaml")
-}
-
-fn at(text: &str) -> DateTime<chrono::FixedOffset> {
-    DateTime::parse_from_rfc3339(text).expect("time")
-}
-
-async fn act(store: &Store, case: &str, who: &str, name: &str, input: Value, when: &str) {
-    let request = CommandRequest {
-        id: Uuid::new_v4(),
-        name: name.into(),
-        input,
-        actor: Actor::parse(who).expect("actor"),
-        at: at(when),
-    };
-    run_command(store, case, request)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-}
-
-const SEC: &str = "secretariat:huyen";
-const DEL: &str = "delegation:trong";
-
 /// The seed case from its establishment to an overdue recommendation.
 async fn run_seed_case(store: &Store, case: &str, data: Value) {
-    run_case_of(store, &workflow(), case, data).await;
-}
-
-async fn run_case_of(store: &Store, workflow: &Workflow, case: &str, data: Value) {
-    start_case(
-        store,
-        workflow,
-        case,
-        data,
-        Actor::parse(SEC).expect("actor"),
-        at("2024-03-20T08:00:00+07:00"),
-        Uuid::new_v4(),
-    )
-    .await
-    .expect("start");
-    let s = store;
-    act(
-        s,
-        case,
-        SEC,
-        "issue_plan",
-        json!({"issued_on": "2024-03-21", "document": "ke-hoach"}),
-        "2024-03-21T08:00:00+07:00",
-    )
-    .await;
-    act(
-        s,
-        case,
-        SEC,
-        "issue_notice",
-        json!({"issued_on": "2024-03-25", "document": "thong-bao-lich"}),
-        "2024-03-25T08:00:00+07:00",
-    )
-    .await;
-    act(
-        s,
-        case,
-        "system:scheduler",
-        "send_reminder",
-        json!({"unit": "xa-ta-ma"}),
-        "2024-04-17T08:00:00+07:00",
-    )
-    .await;
-    act(s, case, SEC, "reschedule_visit", json!({"unit": "xa-quai-cang", "date": "2024-05-06", "start_time": "08:00", "reason": "Trùng lịch tiếp công dân của xã"}), "2024-04-18T08:00:00+07:00").await;
-    act(
-        s,
-        case,
-        "system:scheduler",
-        "mark_reports_overdue",
-        json!({}),
-        "2024-04-21T00:00:00+07:00",
-    )
-    .await;
-    act(
-        s,
-        case,
-        DEL,
-        "hold_meeting",
-        json!({"held_at": "2024-04-24T07:30:00+07:00"}),
-        "2024-04-24T07:30:00+07:00",
-    )
-    .await;
-    for (unit, day) in [
-        ("thi-tran-tuan-giao", "2024-04-25"),
-        ("xa-quai-to", "2024-04-26"),
-        ("xa-quai-cang", "2024-05-06"),
-        ("xa-quai-nua", "2024-05-02"),
-        ("xa-quai-na-tong", "2024-05-03"),
-        ("xa-phinh-sang", "2024-05-08"),
-        ("xa-ta-ma", "2024-05-09"),
-        ("phong-noi-vu", "2024-05-10"),
-        ("ubnd-huyen", "2024-05-13"),
-    ] {
-        act(s, case, DEL, "record_visit", json!({"unit": unit, "held_at": format!("{day}T08:00:00+07:00"), "attendees": ["Trần Bình Trọng", "Nguyễn Thị Huyền"], "minutes_summary": "Đơn vị đã báo cáo; Đoàn đề nghị đẩy nhanh số hóa hồ sơ."}), &format!("{day}T17:00:00+07:00")).await;
-    }
-    act(s, case, DEL, "record_finding", json!({"id": "f1", "member": "Trần Bình Trọng", "unit": "ubnd-huyen", "text": "Tỷ lệ số hóa hồ sơ, kết quả giải quyết TTHC còn thấp."}), "2024-05-16T08:00:00+07:00").await;
-    act(s, case, SEC, "issue_findings_report", json!({"issued_on": "2024-05-25", "summary": "Công tác cải cách hành chính có chuyển biến tích cực.", "recommendations": [{"id": "kn-1", "text": "Đẩy nhanh số hóa hồ sơ, kết quả giải quyết TTHC", "to": "UBND huyện"}]}), "2024-05-25T08:00:00+07:00").await;
-    act(s, case, SEC, "adopt_resolution", json!({"number": "20/NQ-HĐND", "date": "2024-07-10", "recommendations": [{"id": "kn-1", "text": "Đẩy nhanh số hóa hồ sơ, kết quả giải quyết TTHC", "responsible": "UBND huyện", "deliverable": "Báo cáo kết quả số hóa", "deadline": "2024-12-31"}]}), "2024-07-10T08:00:00+07:00").await;
-    act(
-        s,
-        case,
-        "system:scheduler",
-        "mark_recommendation_overdue",
-        json!({"recommendation": "kn-1"}),
-        "2025-01-02T00:00:00+07:00",
-    )
-    .await;
+    testkit::run_seed_case(store, &workflow(), case, data).await;
 }
 
 /// A case started from `data` on 20/3/2024 whose schedule notice was issued on 25/3/2024.
 async fn start_with_notice(store: &Store, case: &str, data: Value) {
-    start_case(
-        store,
-        &workflow(),
-        case,
-        data,
-        Actor::parse(SEC).expect("actor"),
-        at("2024-03-20T08:00:00+07:00"),
-        Uuid::new_v4(),
-    )
-    .await
-    .expect("start");
+    start(store, &workflow(), case, data).await;
     act(
         store,
         case,
@@ -177,15 +50,6 @@ async fn start_with_notice(store: &Store, case: &str, data: Value) {
         "2024-03-25T08:00:00+07:00",
     )
     .await;
-}
-
-async fn sqlite(dir: &Path) -> Store {
-    Store::open(
-        &format!("sqlite://{}", dir.join("g.db").display()),
-        StoreOptions::default(),
-    )
-    .await
-    .expect("open")
 }
 
 fn exporter(store: &Store, out: &Path) -> Runner {
@@ -699,7 +563,7 @@ async fn numbers_are_unique_under_concurrency_and_secret_documents_have_their_ow
     let dir = tempfile::tempdir().expect("dir");
     let out = dir.path().join("documents");
     let store = sqlite(dir.path()).await;
-    run_case_of(&store, &workflow_with_secret_minutes(), "tg2024", seed()).await;
+    testkit::run_seed_case(&store, &workflow_with_secret_minutes(), "tg2024", seed()).await;
     exporter(&store, &out).run_once().await.expect("run");
     let open = [
         "ke-hoach",

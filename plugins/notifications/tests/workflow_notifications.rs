@@ -9,34 +9,16 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use chrono::DateTime;
-use giamsat_cases::{run_command, start_case};
-use giamsat_engine::golden::GoldenCase;
-use giamsat_engine::{Actor, CommandRequest};
 use giamsat_exporter::{Runner, RunnerOptions, parked};
 use giamsat_notifications::{NotificationsExporter, read_sent};
 use serde_json::{Value, json};
 use support::*;
-use uuid::Uuid;
 
 async fn notify_every_golden_scenario(name: &str) {
-    let dir = root().join("workflows").join(name);
     let workflow = workflow(name);
     let tmp = tempfile::tempdir().expect("dir");
     let store = sqlite(tmp.path()).await;
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("cases"))
-        .expect("cases")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    let mut cases = Vec::new();
-    for file in files {
-        let golden: GoldenCase =
-            serde_saphyr::from_str(&std::fs::read_to_string(&file).expect("case")).expect("yaml");
-        if golden.then.rejection.is_some() {
-            continue;
-        }
-        let mut data = yaml(&dir.join(&golden.start));
+    let cases = giamsat_testkit::replay_golden_cases_with(&store, name, |data| {
         for list in ["units", "bodies"] {
             let items = data.get_mut(list).and_then(Value::as_array_mut);
             for item in items.into_iter().flatten() {
@@ -44,36 +26,8 @@ async fn notify_every_golden_scenario(name: &str) {
                 item["email"] = json!(format!("{code}@example.org"));
             }
         }
-        let id = file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("name")
-            .to_owned();
-        start_case(
-            &store,
-            &workflow,
-            &id,
-            data,
-            Actor::parse("secretariat:x").expect("actor"),
-            DateTime::parse_from_rfc3339("2024-01-01T08:00:00+07:00").expect("time"),
-            Uuid::new_v4(),
-        )
-        .await
-        .expect("start");
-        for step in golden.given.iter().chain([&golden.when]) {
-            let request = CommandRequest {
-                id: Uuid::new_v4(),
-                name: step.command.clone(),
-                input: step.input.clone(),
-                actor: Actor::parse(&step.actor).expect("actor"),
-                at: DateTime::parse_from_rfc3339(&step.at).expect("time"),
-            };
-            run_command(&store, &id, request)
-                .await
-                .unwrap_or_else(|e| panic!("{id}: {}: {e}", step.command));
-        }
-        cases.push(id);
-    }
+    })
+    .await;
     let outbox = tmp.path().join("outbox");
     let exporter = NotificationsExporter::from_config_with_env(
         json!({

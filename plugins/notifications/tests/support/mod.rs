@@ -5,34 +5,20 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use chrono::DateTime;
-use giamsat_cases::{read_workflow_dir, run_command, start_case};
-use giamsat_engine::{Actor, CommandRequest, Workflow, load};
-use giamsat_store::{Store, StoreOptions};
+use giamsat_store::Store;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use uuid::Uuid;
 
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-pub fn workflow(name: &str) -> Workflow {
-    load(read_workflow_dir(&root().join("workflows").join(name)).expect("read")).expect("valid")
-}
-
-pub fn yaml(path: &Path) -> Value {
-    serde_saphyr::from_str(&std::fs::read_to_string(path).expect("file")).expect("yaml")
-}
+#[allow(unused_imports)]
+pub use giamsat_testkit::{DEL, SEC, act, at, root, sqlite, workflow, yaml};
 
 /// The seed start data, with `<code>@example.org` for every unit except those in `without`.
 pub fn seed(without: &[&str]) -> Value {
-    let mut data = yaml(&root().join("workflows/giam-sat-chuyen-de/examples/tuan-giao-2024.yaml"));
+    let mut data = giamsat_testkit::seed();
     for unit in data["units"].as_array_mut().expect("units") {
         let code = unit["code"].as_str().expect("code").to_owned();
         if !without.contains(&code.as_str()) {
@@ -42,47 +28,8 @@ pub fn seed(without: &[&str]) -> Value {
     data
 }
 
-pub async fn sqlite(dir: &Path) -> Store {
-    Store::open(
-        &format!("sqlite://{}", dir.join("g.db").display()),
-        StoreOptions::default(),
-    )
-    .await
-    .expect("open")
-}
-
-pub fn at(text: &str) -> DateTime<chrono::FixedOffset> {
-    DateTime::parse_from_rfc3339(text).expect("time")
-}
-
-pub const SEC: &str = "secretariat:huyen";
-pub const DEL: &str = "delegation:trong";
-
-pub async fn act(store: &Store, case: &str, who: &str, name: &str, input: Value, when: &str) {
-    let request = CommandRequest {
-        id: Uuid::new_v4(),
-        name: name.into(),
-        input,
-        actor: Actor::parse(who).expect("actor"),
-        at: at(when),
-    };
-    run_command(store, case, request)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-}
-
 pub async fn start(store: &Store, case: &str, data: Value) {
-    start_case(
-        store,
-        &workflow("giam-sat-chuyen-de"),
-        case,
-        data,
-        Actor::parse(SEC).expect("actor"),
-        at("2024-03-20T08:00:00+07:00"),
-        Uuid::new_v4(),
-    )
-    .await
-    .expect("start");
+    giamsat_testkit::start(store, &workflow("giam-sat-chuyen-de"), case, data).await;
 }
 
 /// The seed case up to the visits: plan, notice, a reminder to xã Ta Ma, xã Quài Cang's visit
