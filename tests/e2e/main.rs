@@ -3,11 +3,13 @@
 
 mod archive_cli;
 mod cases_cli;
+mod demo_cli;
 mod documents_cli;
 mod events_cli;
 mod exec_cli;
 mod exporters_cli;
 mod notifications_cli;
+mod remote_cli;
 mod scheduler_cli;
 mod seed_to_the_end;
 mod support;

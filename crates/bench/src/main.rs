@@ -8,6 +8,7 @@
 //! `timers.rs`). Build with `--release`: debug builds measure the compiler.
 
 mod db;
+mod http;
 mod measure;
 mod scenarios;
 mod timers;
@@ -90,6 +91,9 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
+    /// The daemon's HTTP API under N concurrent clients (in this process, on 127.0.0.1): the
+    /// most commands/s and reads/s, their latency, and the command latency at half that rate.
+    Http(http::HttpArgs),
     /// Internal: run the scheduler on an existing store until every timer has fired.
     #[command(hide = true)]
     TimersProcess {
@@ -169,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             deadline_seconds,
         } => emit(&timers::timers_process(&url, timers, concurrency, deadline_seconds).await?),
+        Command::Http(args) => emit(&http::http(&args).await?),
         Command::SubscribeLag { db, rate, seconds } => {
             emit(&scenarios::subscribe_lag(&db, rate, seconds).await?);
         }

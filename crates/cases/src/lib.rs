@@ -167,15 +167,42 @@ pub async fn load_case_until(
         ..CaseState::default()
     };
     for event in &events {
-        let data: CaseEventData =
-            serde_json::from_str(&event.data).map_err(|e| CaseError::BadEvent {
-                case: id.to_owned(),
-                position: event.position,
-                reason: e.to_string(),
-            })?;
-        state.evolve(&data, event.stream_version);
+        state.evolve(&event_data(id, event)?, event.stream_version);
     }
     Ok(Some(LoadedCase { state, events }))
+}
+
+fn event_data(case: &str, event: &RecordedEvent) -> Result<CaseEventData, CaseError> {
+    serde_json::from_str(&event.data).map_err(|e| CaseError::BadEvent {
+        case: case.to_owned(),
+        position: event.position,
+        reason: e.to_string(),
+    })
+}
+
+/// Folds into `case` the events appended to it since it was read: what [`load_case`] would
+/// return now, reading only the new events.
+async fn catch_up(store: &Store, mut case: LoadedCase) -> Result<LoadedCase, CaseError> {
+    let stream = case_stream(&case.state.id)?;
+    loop {
+        let page = store
+            .read_stream(
+                &stream,
+                Direction::Forward,
+                Some(case.state.stream_version + 1),
+                PAGE,
+            )
+            .await?;
+        let done = page.len() < PAGE;
+        for event in page {
+            case.state
+                .evolve(&event_data(&case.state.id, &event)?, event.stream_version);
+            case.events.push(event);
+        }
+        if done {
+            return Ok(case);
+        }
+    }
 }
 
 /// Stores a definition's texts under its content hash (idempotent: the event id is derived from
@@ -207,24 +234,51 @@ pub async fn register(store: &Store, workflow: &Workflow) -> Result<(), CaseErro
 }
 
 /// Loads the definition a case is pinned to, from the log.
+///
+/// Parsing and compiling a definition costs milliseconds (more than the rest of a command), so
+/// each one is loaded once per process and kept by its stream id, which names the content hash:
+/// only a definition whose loaded content has the hash it is registered under is kept, so a kept
+/// definition is exactly the content that hash names, whichever store it was read from. A store
+/// is still asked whether it holds the definition, so one without it gets `MissingDefinition`.
 pub async fn pinned(store: &Store, state: &CaseState) -> Result<Workflow, CaseError> {
     let stream = definition_stream(&state.workflow, &state.definition_hash)?;
-    let events = store
-        .read_stream(&stream, Direction::Forward, Some(1), 1)
-        .await?;
     let missing = || CaseError::MissingDefinition {
         case: state.id.clone(),
         name: state.workflow.clone(),
         hash: state.definition_hash.clone(),
     };
+    let kept = loaded_definitions().get(stream.as_str()).cloned();
+    if let Some(workflow) = kept {
+        return match store.stream_version(&stream).await? {
+            Some(_) => Ok(workflow),
+            None => Err(missing()),
+        };
+    }
+    let events = store
+        .read_stream(&stream, Direction::Forward, Some(1), 1)
+        .await?;
     let event = events.first().ok_or_else(missing)?;
     let value: Value = serde_json::from_str(&event.data).map_err(|_| missing())?;
     let bundle: Bundle = serde_json::from_value(value["bundle"].clone()).map_err(|_| missing())?;
-    load(bundle).map_err(|p| CaseError::BrokenDefinition {
+    let workflow = load(bundle).map_err(|p| CaseError::BrokenDefinition {
         name: state.workflow.clone(),
         hash: state.definition_hash.clone(),
         problems: p.to_string(),
-    })
+    })?;
+    if workflow.hash == state.definition_hash && workflow.name() == state.workflow {
+        loaded_definitions().insert(stream.as_str().to_owned(), workflow.clone());
+    }
+    Ok(workflow)
+}
+
+/// The definitions [`pinned`] has loaded in this process, by stream id (`workflow/<name>/<hash>`).
+fn loaded_definitions() -> std::sync::MutexGuard<'static, HashMap<String, Workflow>> {
+    static LOADED: std::sync::OnceLock<Mutex<HashMap<String, Workflow>>> =
+        std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The definitions cases are pinned to, loaded from the log once and kept (a definition stored
@@ -522,12 +576,23 @@ pub async fn run_command(
     id: &str,
     request: CommandRequest,
 ) -> Result<(LoadedCase, Vec<CaseEvent>), CaseError> {
-    let stream = case_stream(id)?;
+    let case = load_case(store, id)
+        .await?
+        .ok_or_else(|| CaseError::NotFound(id.to_owned()))?;
+    run_command_on(store, case, request).await
+}
+
+/// As [`run_command`], on a case the caller has just read: decided on that state; if another
+/// writer appended in between, the case is brought up to date (only the new events are read)
+/// and the command decided again.
+pub async fn run_command_on(
+    store: &Store,
+    mut case: LoadedCase,
+    request: CommandRequest,
+) -> Result<(LoadedCase, Vec<CaseEvent>), CaseError> {
+    let stream = case_stream(&case.state.id)?;
     let mut attempt = 0;
     while attempt < RETRIES {
-        let case = load_case(store, id)
-            .await?
-            .ok_or_else(|| CaseError::NotFound(id.to_owned()))?;
         // The same command again (a retry after a lost answer): it has already been applied.
         let first = event_id(request.id, 0);
         if case.events.iter().any(|e| e.event_id == first) {
@@ -548,9 +613,9 @@ pub async fn run_command(
             .await
         {
             Ok(_) => {
-                let after = load_case(store, id)
-                    .await?
-                    .ok_or_else(|| CaseError::NotFound(id.to_owned()))?;
+                // The case as it is now: the state it was decided on, with the events appended
+                // since (these, and any another writer slipped in before them).
+                let after = catch_up(store, case).await?;
                 return Ok((after, events));
             }
             Err(StoreError::WrongExpectedVersion { .. }) => {
@@ -558,11 +623,12 @@ pub async fn run_command(
                 let spread = u64::from(request.id.as_bytes()[15] % 8);
                 let pause = u64::from(attempt.min(10)) * 2 + spread;
                 tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                case = catch_up(store, case).await?;
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(CaseError::Contended(id.to_owned()))
+    Err(CaseError::Contended(case.state.id))
 }
 
 /// Ids of every case, in id order.

@@ -38,61 +38,61 @@ pub enum CaseCommand {
 pub struct Who {
     /// Who acts: ROLE:ID or ROLE:ID@UNIT [default: admin:$USER]
     #[arg(long = "as", value_name = "ACTOR")]
-    actor: Option<String>,
+    pub(crate) actor: Option<String>,
     /// Time of the command (RFC 3339) [default: now, on the --clock]
     #[arg(long, value_name = "TIME")]
-    at: Option<String>,
+    pub(crate) at: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// Workflow name, e.g. giam-sat-chuyen-de
-    workflow: String,
+    pub(crate) workflow: String,
     /// Start data (YAML or JSON)
     #[arg(long, value_name = "FILE")]
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Case id [default: generated]
     #[arg(long)]
-    id: Option<String>,
+    pub(crate) id: Option<String>,
     #[command(flatten)]
-    who: Who,
+    pub(crate) who: Who,
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DoArgs {
     /// Case id
-    case: String,
+    pub(crate) case: String,
     /// Command id from the workflow, e.g. receive_report
-    command: String,
+    pub(crate) command: String,
     /// Input (YAML or JSON file)
     #[arg(long, value_name = "FILE", conflicts_with = "set")]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// Input field: key=value (value read as JSON when it parses, else as text; dots nest)
     #[arg(long, value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    pub(crate) set: Vec<String>,
     /// Command id: running the same id again does nothing [default: generated]
     #[arg(long, value_name = "UUID")]
-    command_id: Option<Uuid>,
+    pub(crate) command_id: Option<Uuid>,
     #[command(flatten)]
-    who: Who,
+    pub(crate) who: Who,
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// Case id
-    case: String,
+    pub(crate) case: String,
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// Result of a case command: success, or a workflow rejection (exit 2).
@@ -123,7 +123,7 @@ pub async fn run(
     }
 }
 
-fn print_rejection(r: &Rejection) {
+pub(crate) fn print_rejection(r: &Rejection) {
     eprintln!("rejected: {} ({})", r.code, r.command);
     eprintln!("  {}", r.message_vi);
     eprintln!("  {}", r.message_en);
@@ -163,7 +163,7 @@ pub(crate) fn time(who: &Who, zone_name: &str, clock: &Clock) -> Result<DateTime
 }
 
 /// Reads YAML or JSON; errors name the file, line and column.
-fn read_data(path: &Path) -> Result<Value> {
+pub(crate) fn read_data(path: &Path) -> Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_saphyr::from_str::<Value>(&text).map_err(|e| match e.location() {
@@ -178,7 +178,7 @@ fn read_data(path: &Path) -> Result<Value> {
     })
 }
 
-fn set_fields(sets: &[String]) -> Result<Value> {
+pub(crate) fn set_fields(sets: &[String]) -> Result<Value> {
     let mut root = Map::new();
     for item in sets {
         let (key, raw) = item

@@ -1,6 +1,7 @@
 //! The configuration file (`config/giamsat.toml`): every key has a default, unknown keys are
 //! refused with the file, line and column, and durations and sizes are human strings.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub cron: Vec<CronConfig>,
     pub exporters: Vec<ExporterConfig>,
+    pub server: ServerConfig,
     pub log: LogConfig,
 }
 
@@ -111,6 +113,7 @@ impl Default for Config {
                     },
                 },
             ],
+            server: ServerConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -252,6 +255,31 @@ impl StoreConfig {
     }
 }
 
+/// `[server]`: the daemon (`giamsat serve`); its flags override these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger ones are answered 413.
+    #[serde(deserialize_with = "size")]
+    pub max_body: usize,
+    /// Folder for files uploaded through the web pages (units' reports).
+    pub uploads: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: giamsat_server::DEFAULT_LISTEN
+                .parse()
+                .expect("a valid default address"),
+            max_body: giamsat_server::DEFAULT_MAX_BODY_BYTES,
+            uploads: PathBuf::from("uploads"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LogConfig {
@@ -386,6 +414,10 @@ mod tests {
             format!("{:?}", defaults.store)
         );
         assert_eq!(format!("{:?}", parsed.log), format!("{:?}", defaults.log));
+        assert_eq!(
+            format!("{:?}", parsed.server),
+            format!("{:?}", defaults.server)
+        );
         assert_eq!(parsed.workflows.dir, defaults.workflows.dir);
         assert_eq!(parsed.calendar.dir, defaults.calendar.dir);
         assert_eq!(
@@ -400,6 +432,22 @@ mod tests {
         for cron in &parsed.cron {
             cron.schedule().expect("shipped cron schedules are valid");
         }
+    }
+
+    #[test]
+    fn the_server_section_reads_an_address_a_size_and_a_folder() {
+        let config = Config::parse(
+            "[server]\nlisten = \"0.0.0.0:9000\"\nmax-body = \"64KiB\"\nuploads = \"/srv/up\"\n",
+            "g.toml",
+        )
+        .expect("valid");
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.server.max_body, 64 * 1024);
+        assert_eq!(config.server.uploads, PathBuf::from("/srv/up"));
+        let err = Config::parse("[server]\nlisten = \"localhost\"\n", "g.toml").expect_err("bad");
+        assert!(err.to_string().contains("g.toml:2:"), "{err}");
+        let err = Config::parse("[server]\nlog-format = \"json\"\n", "g.toml").expect_err("bad");
+        assert!(err.to_string().contains("log-format"), "{err}");
     }
 
     #[test]

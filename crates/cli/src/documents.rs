@@ -33,21 +33,21 @@ pub enum DocumentsCommand {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Case id
-    case: String,
+    pub(crate) case: String,
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct NumberArgs {
     /// Case id
-    case: String,
+    pub(crate) case: String,
     /// Document id (from `giamsat documents list`)
-    document: String,
+    pub(crate) document: String,
     #[command(flatten)]
-    who: Who,
+    pub(crate) who: Who,
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -67,9 +67,9 @@ pub struct CorrectArgs {
 pub struct RegisterArgs {
     /// Year [default: this year on the --clock]
     #[arg(long)]
-    year: Option<i32>,
+    pub(crate) year: Option<i32>,
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 fn files(v: &DocumentVersion) -> String {

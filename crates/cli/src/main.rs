@@ -6,11 +6,13 @@ mod archive;
 mod calendar;
 mod cases;
 mod config;
+mod demo;
 mod documents;
 mod events;
 mod exporters;
 mod notifications;
 mod output;
+mod remote;
 mod schedule;
 mod serve;
 mod workflows;
@@ -58,6 +60,21 @@ struct Cli {
     )]
     clock: String,
 
+    /// A running daemon to talk to instead of the database, e.g. http://127.0.0.1:8080: the
+    /// case commands and documents list|number|register go through its HTTP API
+    #[arg(long, global = true, env = "GIAMSAT_SERVER", value_name = "URL")]
+    server: Option<String>,
+
+    /// The access token for --server (from `giamsat token create`)
+    #[arg(
+        long,
+        global = true,
+        env = "GIAMSAT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -104,6 +121,10 @@ enum Command {
     /// The daemon's access tokens: create (shown once), list, revoke
     #[command(subcommand)]
     Token(serve::TokenCommand),
+    /// The Tuần Giáo 2024 supervision from establishment to the archive on a simulated clock,
+    /// with its documents, e-mails (outbox) and archive package, into a folder of its own; prints
+    /// a summary
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -158,6 +179,19 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Workflow(command) => return workflows::run(&root, command),
         Command::Calendar(command) => return calendar::run(&config.calendar.dir, command),
         Command::Archive(archive::ArchiveCommand::Verify(args)) => return archive::verify(&args),
+        // The demo makes a store of its own in its folder.
+        Command::Demo(args) => return demo::run(&root, &config, args).await,
+        _ => cli,
+    };
+    // With --server, the case and documents commands go to the daemon, not the database.
+    let server = cli.server.clone().unwrap_or_default();
+    let cli = match cli.command {
+        Command::Case(command) if cli.server.is_some() => {
+            return remote::run_case(&server, cli.token.as_deref(), command).await;
+        }
+        Command::Documents(command) if cli.server.is_some() => {
+            return remote::run_documents(&server, cli.token.as_deref(), command).await;
+        }
         _ => cli,
     };
     let clock =
@@ -190,7 +224,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Archive(command) => archive::run(&store, &config, &clock, command).await,
         Command::Serve(args) => serve::serve(&store, &config, &root, clock, args).await,
         Command::Token(command) => serve::token(&store, &clock, command).await,
-        Command::Workflow(_) | Command::Calendar(_) => Ok(ExitCode::SUCCESS),
+        Command::Workflow(_) | Command::Calendar(_) | Command::Demo(_) => Ok(ExitCode::SUCCESS),
     };
     store.close().await;
     result

@@ -19,18 +19,32 @@ use crate::output;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address and port to listen on
-    #[arg(long, value_name = "ADDR", env = "GIAMSAT_LISTEN", default_value = giamsat_server::DEFAULT_LISTEN)]
-    listen: SocketAddr,
-    /// Largest accepted request body (bytes, or with KiB/MiB); larger ones get 413
-    #[arg(long, value_name = "SIZE", default_value = "1MiB")]
-    max_body: String,
+    /// Address and port to listen on [default: the configuration's server.listen,
+    /// 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR", env = "GIAMSAT_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Largest accepted request body (bytes, or with KiB/MiB); larger ones get 413 [default: the
+    /// configuration's server.max-body, 1MiB]
+    #[arg(long, value_name = "SIZE")]
+    max_body: Option<String>,
+    /// Folder for files uploaded through the web pages [default: the configuration's
+    /// server.uploads, uploads]
+    #[arg(long, value_name = "DIR")]
+    uploads: Option<PathBuf>,
     /// Run no timer scheduler and no cron schedules here (another process runs them)
     #[arg(long)]
     no_scheduler: bool,
     /// Run no exporters here (another process runs them)
     #[arg(long)]
     no_exporters: bool,
+    /// Create the Tuần Giáo 2024 demo case (tg2024) in the store and play the seed supervision
+    /// on a simulated clock from 25/3/2024 (this replaces --clock); a store whose tg2024 was
+    /// made by an earlier demo is resumed, any other store holding a tg2024 is refused
+    #[arg(long)]
+    demo: bool,
+    /// With --demo: how many times faster than real time the simulated clock runs
+    #[arg(long, value_name = "N", default_value_t = crate::demo::DEFAULT_SPEED, requires = "demo")]
+    demo_speed: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,14 +169,30 @@ pub async fn serve(
     clock: Clock,
     args: ServeArgs,
 ) -> Result<ExitCode> {
+    let demo = match args.demo {
+        true => Some(crate::demo::prepare_serve(store, config, root, args.demo_speed).await?),
+        false => None,
+    };
+    let (config, clock) = match &demo {
+        Some(demo) => (&demo.config, demo.clock.clone()),
+        None => (config, clock),
+    };
     let calendar = load_calendar(&config.calendar.dir)?;
-    let max_body = parse_size(&args.max_body).context("--max-body")?;
+    let max_body = match &args.max_body {
+        Some(text) => parse_size(text).context("--max-body")?,
+        None => config.server.max_body,
+    };
     let mut options = ServeOptions::new(store.clone(), root);
-    options.listen = args.listen;
+    options.listen = args.listen.unwrap_or(config.server.listen);
     options.max_body_bytes = max_body;
     options.calendar = calendar.clone();
     options.clock = clock.clone();
     options.documents_dir = documents_dir(config);
+    options.uploads_dir = Some(
+        args.uploads
+            .clone()
+            .unwrap_or_else(|| config.server.uploads.clone()),
+    );
     if !args.no_scheduler {
         options.scheduler = Some(Scheduler::new(
             store.clone(),
@@ -208,6 +238,14 @@ pub async fn serve(
         );
         output::line(&token.secret)?;
     }
+    let demo_task = match &demo {
+        Some(demo) => {
+            let url = format!("http://{}", server.local_addr());
+            let created = server.initial_admin_token().is_some();
+            Some(demo.start(store, &url, created).await?)
+        }
+        None => None,
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -232,9 +270,10 @@ pub async fn serve(
         }
         eprintln!("stopping: finishing requests in flight");
     };
-    server
-        .run(shutdown)
-        .await
-        .map_err(|e| anyhow!("the daemon failed: {e}"))?;
+    let served = server.run(shutdown).await;
+    if let Some(task) = demo_task {
+        task.abort();
+    }
+    served.map_err(|e| anyhow!("the daemon failed: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -45,7 +45,7 @@ pub fn warnings(workflow: &Workflow, state: &CaseState, calendar: &Calendar) -> 
             params.insert(p.id.value.clone(), v);
         }
     }
-    let base = json!({ "case": state.data, "stage": state.stage, "params": params });
+    let mut base = json!({ "case": state.data, "stage": state.stage, "params": params });
     let mut out = Vec::new();
     let mut uncovered = BTreeSet::new();
     for rule in &workflow.definition.warnings {
@@ -55,16 +55,20 @@ pub fn warnings(workflow: &Workflow, state: &CaseState, calendar: &Calendar) -> 
         match &rule.each {
             None => out.extend(check(rule, &base, None, calendar, &mut uncovered)),
             Some(collection) => {
+                // One context for every entity, its `target` replaced each time: copying the
+                // case data for each entity and rule cost more than the checks.
                 for (key, entity) in state.entities.get(&collection.value).into_iter().flatten() {
-                    let mut context = base.clone();
                     let mut target = entity.data.clone();
                     if let Value::Object(map) = &mut target {
                         map.insert("key".to_owned(), Value::String(key.clone()));
                         map.insert("state".to_owned(), Value::String(entity.state.clone()));
                     }
-                    context["target"] = target;
+                    base["target"] = target;
                     let entity = Some(format!("{}/{key}", collection.value));
-                    out.extend(check(rule, &context, entity, calendar, &mut uncovered));
+                    out.extend(check(rule, &base, entity, calendar, &mut uncovered));
+                }
+                if let Value::Object(map) = &mut base {
+                    map.remove("target");
                 }
             }
         }

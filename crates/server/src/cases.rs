@@ -7,7 +7,7 @@ use axum::http::header::{ETAG, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, FixedOffset, SecondsFormat};
-use giamsat_cases::{CaseError, LoadedCase, list_cases, load_case, run_command, start_case};
+use giamsat_cases::{CaseError, LoadedCase, list_cases, load_case, run_command_on, start_case};
 use giamsat_engine::{
     Actor, CaseEvent, CaseEventData, CommandRequest, TimerState, Workflow, decide, event_id, nfc,
     timers, warnings, zone,
@@ -471,7 +471,8 @@ pub async fn command(
     }
     let result = match expected {
         Some(expected) => run_at_version(&app, case, &workflow, request, expected).await,
-        None => run_command(&app.store, &id, request)
+        // On the case just read (not read again unless another writer got in first).
+        None => run_command_on(&app.store, case, request)
             .await
             .map_err(ApiError::from),
     };

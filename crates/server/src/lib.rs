@@ -16,7 +16,10 @@ pub mod error;
 mod events;
 mod exporters;
 mod extract;
+pub mod lease;
 pub mod metrics;
+mod openapi;
+mod pages;
 pub mod scope;
 mod system;
 
@@ -88,6 +91,8 @@ pub struct ServeOptions {
     pub exporters: Vec<ExporterEntry>,
     /// The documents exporter's output folder, for downloads (`None`: downloads answer 404).
     pub documents_dir: Option<PathBuf>,
+    /// Where units' uploaded report files go (`None`: `uploads/` beside the documents folder).
+    pub uploads_dir: Option<PathBuf>,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
     /// Create an admin token on a first start (no token in the log yet).
@@ -108,6 +113,7 @@ impl ServeOptions {
             crons: Vec::new(),
             exporters: Vec::new(),
             documents_dir: None,
+            uploads_dir: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             bootstrap_admin: true,
         }
@@ -154,8 +160,11 @@ pub struct App {
     pub(crate) scheduler: Option<Arc<Scheduler>>,
     pub(crate) exporters: Vec<ExporterEntry>,
     pub(crate) documents_dir: Option<PathBuf>,
+    pub(crate) uploads_dir: Option<PathBuf>,
     pub(crate) max_body_bytes: usize,
     pub(crate) metrics: Metrics,
+    /// The leases of the scheduler and the exporters, and which this daemon holds.
+    pub(crate) leases: lease::LeaseBoard,
     pub(crate) tokens: TokenRegistry,
     /// Turns true when the daemon stops: event streams end on it.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -270,8 +279,10 @@ impl Server {
             scheduler: options.scheduler,
             exporters: options.exporters,
             documents_dir: options.documents_dir,
+            uploads_dir: options.uploads_dir,
             max_body_bytes: options.max_body_bytes,
             metrics: Metrics::default(),
+            leases: lease::LeaseBoard::default(),
             tokens,
             shutdown,
         });
@@ -369,41 +380,9 @@ fn spawn_background(
     app: &AppState,
     crons: Vec<CronSchedule>,
 ) {
-    let shutdown = app.shutdown.clone();
-    if let Some(scheduler) = &app.scheduler {
-        let scheduler = scheduler.clone();
-        tasks.spawn(supervise(
-            "scheduler".to_owned(),
-            shutdown.clone(),
-            move |rx| {
-                let scheduler = scheduler.clone();
-                async move { scheduler.run(rx).await.map_err(|e| e.to_string()) }
-            },
-        ));
-        if !crons.is_empty() {
-            let store = app.store.clone();
-            let clock = app.clock.clone();
-            tasks.spawn(supervise("cron".to_owned(), shutdown.clone(), move |rx| {
-                let (store, clock, crons) = (store.clone(), clock.clone(), crons.clone());
-                async move {
-                    giamsat_scheduler::run_crons(store, clock, crons, rx)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            }));
-        }
-    }
-    for entry in app.exporters.iter().filter(|e| e.enabled) {
-        let runner = entry.runner.clone();
-        tasks.spawn(supervise(
-            format!("exporter {}", entry.id),
-            shutdown.clone(),
-            move |rx| {
-                let runner = runner.clone();
-                async move { runner.run(rx).await.map(|_| ()).map_err(|e| e.to_string()) }
-            },
-        ));
-    }
+    // The scheduler (with cron) and each exporter run under a lease, so that of several
+    // daemons on one database only one runs each.
+    lease::spawn_leased(tasks, app, crons);
     // Tokens created or revoked by another process (the CLI) take effect without a restart.
     let app = app.clone();
     tasks.spawn(async move {
@@ -446,6 +425,7 @@ pub(crate) fn router(app: AppState) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
+        .route("/api/openapi.json", get(openapi::document))
         .route("/api/verify", get(system::verify))
         .route("/api/workflows", get(system::workflows))
         .route("/api/workflows/{name}", get(system::workflow))
@@ -471,6 +451,7 @@ pub(crate) fn router(app: AppState) -> Router {
             post(exporters::retry),
         )
         .route("/api/events", get(events::stream))
+        .merge(pages::router(app.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(app.max_body_bytes))
@@ -518,8 +499,13 @@ async fn observe(State(app): State<AppState>, request: Request, next: Next) -> R
         .and_then(|v| v.parse::<usize>().ok());
     let response = match declared {
         Some(length) if length > app.max_body_bytes => {
+            let page = pages::is_page_request(&request);
             drain(request, length, app.max_body_bytes).await;
-            ApiError::payload_too_large(app.max_body_bytes).into_response()
+            if page {
+                pages::payload_too_large(app.max_body_bytes)
+            } else {
+                ApiError::payload_too_large(app.max_body_bytes).into_response()
+            }
         }
         _ => next.run(request).await,
     };

@@ -40,6 +40,8 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         },
         "scheduler": app.scheduler.is_some(),
         "exporters": app.exporters.iter().filter(|e| e.enabled).map(|e| &e.id).collect::<Vec<_>>(),
+        // Which leased tasks this daemon runs now (true) or leaves to another daemon (false).
+        "leases": app.leases.snapshot(),
     });
     let status = if ready {
         StatusCode::OK
@@ -70,7 +72,9 @@ pub async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> 
         exporters,
         tokens_active,
     };
-    let mut response = app.metrics.render(&gauges).into_response();
+    let mut text = app.metrics.render(&gauges);
+    app.leases.render(&mut text);
+    let mut response = text.into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -56,6 +56,9 @@ pub enum StoreError {
 
     #[error("the store is closed")]
     Closed,
+
+    #[error("lease {name:?}: {reason}")]
+    Lease { name: String, reason: String },
 }
 
 fn describe_version(version: u64) -> String {

@@ -8,6 +8,7 @@
 mod appender;
 mod common;
 mod error;
+mod lease;
 mod postgres;
 mod sqlite;
 mod subscription;
@@ -23,6 +24,7 @@ use giamsat_types::{ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, St
 use tokio::sync::watch;
 
 pub use error::StoreError;
+pub use lease::{Lease, lock_file};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use subscription::Subscription;
@@ -206,6 +208,13 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError>;
 
     fn options(&self) -> &StoreOptions;
+
+    /// Takes the lease `name` if no one holds it, without waiting: `Ok(None)` when another
+    /// holder (this process or another) has it. The lease is held until the returned value is
+    /// dropped or released, or its holder dies; see [`Lease`] for what it is on each backend
+    /// (a PostgreSQL session advisory lock on a connection of its own, an `flock`ed file next to
+    /// a SQLite database).
+    async fn try_lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
 
     /// Stops the appender after the requests already queued, and closes the connections.
     async fn close(&self);

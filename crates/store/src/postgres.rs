@@ -18,6 +18,7 @@ use crate::appender::{self, AppendHandle, Snapshot, WriteBackend, WriteTx};
 use crate::common::{
     self, AppenderSlot, head_from_row, refuse_newer_schema, stored_hash, to_i64, to_u64,
 };
+use crate::lease::{self, Lease};
 use crate::{
     AppendResult, BackendKind, Direction, EventFilter, EventStore, Head, StoreError, StoreOptions,
     StreamInfo, prefix_upper_bound, redact_url, validate_append,
@@ -43,6 +44,8 @@ pub struct PostgresStore {
     commits: watch::Receiver<Position>,
     options: StoreOptions,
     schema: String,
+    /// How the pool connects, for the connections leases hold on their own.
+    connect: PgConnectOptions,
 }
 
 /// FNV-1a: a stable 64-bit digest for the lock key and the channel name of a schema.
@@ -116,7 +119,7 @@ impl PostgresStore {
         }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(3))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(StoreError::db("connecting to PostgreSQL"))?;
 
@@ -172,6 +175,7 @@ impl PostgresStore {
             commits,
             options,
             schema,
+            connect,
         })
     }
 
@@ -584,6 +588,37 @@ impl EventStore for PostgresStore {
 
     fn options(&self) -> &StoreOptions {
         &self.options
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        lease::check_name(name)?;
+        let key = lease::postgres_key(&self.schema, name);
+        // A connection of its own: the session holds the lock, so it must not go back to a
+        // pool. Keepalives end the session (and free the lock) soon after the holder's machine
+        // vanishes, instead of after the system default of two hours.
+        let connect = self
+            .connect
+            .clone()
+            .application_name(&format!("giamsat lease {name}"))
+            .options([
+                ("tcp_keepalives_idle", "5"),
+                ("tcp_keepalives_interval", "2"),
+                ("tcp_keepalives_count", "3"),
+            ]);
+        let mut conn = sqlx::PgConnection::connect_with(&connect)
+            .await
+            .map_err(StoreError::db("connecting for a lease"))?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(StoreError::db("taking a lease"))?;
+        if taken {
+            Ok(Some(Lease::postgres(name, conn, key)))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
     }
 
     async fn close(&self) {

@@ -1,7 +1,10 @@
 //! The SQLite backend: one file, WAL journal, `synchronous=FULL`, a busy timeout, and
 //! `BEGIN IMMEDIATE` for every write so that two processes on one file serialize their appends.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use giamsat_types::{ExpectedVersion, Hash, NewEvent, Position, RecordedEvent, StreamId};
@@ -19,6 +22,7 @@ use crate::appender::{self, AppendHandle, Snapshot, WriteBackend, WriteTx};
 use crate::common::{
     self, AppenderSlot, head_from_row, refuse_newer_schema, stored_hash, to_i64, to_u64,
 };
+use crate::lease::{self, Lease};
 use crate::{
     AppendResult, BackendKind, Direction, EventFilter, EventStore, Head, StoreError, StoreOptions,
     StreamInfo, prefix_upper_bound, redact_url, validate_append,
@@ -45,6 +49,15 @@ pub struct SqliteStore {
     appender: AppenderSlot,
     commits: watch::Receiver<Position>,
     options: StoreOptions,
+    /// Where leases are kept: lock files next to this database file, or, for a database in
+    /// memory, the set of names held.
+    leases: Leases,
+}
+
+#[derive(Debug)]
+enum Leases {
+    Files(PathBuf),
+    Memory(Arc<Mutex<HashSet<String>>>),
 }
 
 impl SqliteStore {
@@ -92,6 +105,8 @@ impl SqliteStore {
             .map_err(StoreError::db("opening the SQLite database"))?;
         check_schema(&writer).await?;
         migrator().run(&writer).await?;
+        // After the writer has created the file, so that its absolute path resolves.
+        let leases = lease_place(url, &connect);
         let pool = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(options.max_connections.max(2))
@@ -119,6 +134,7 @@ impl SqliteStore {
             appender: AppenderSlot::new(AppendHandle::new(sender), task),
             commits,
             options,
+            leases,
         })
     }
 
@@ -126,6 +142,21 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Where the leases of the database `url` are kept: lock files next to its file (by absolute
+/// path, so processes started in other folders find the same files), or in memory for a
+/// database that lives in memory.
+fn lease_place(url: &str, connect: &SqliteConnectOptions) -> Leases {
+    let file = connect.get_filename();
+    let in_memory = url.contains(":memory:")
+        || url.contains("mode=memory")
+        || file.to_string_lossy().starts_with("file:sqlx-in-memory");
+    if in_memory {
+        return Leases::Memory(Arc::default());
+    }
+    let absolute = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    Leases::Files(absolute)
 }
 
 /// Refuses a database migrated by a newer binary.
@@ -527,6 +558,14 @@ impl EventStore for SqliteStore {
 
     fn options(&self) -> &StoreOptions {
         &self.options
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        lease::check_name(name)?;
+        match &self.leases {
+            Leases::Files(database) => Lease::try_file(name, database),
+            Leases::Memory(held) => Ok(Lease::try_local(name, held)),
+        }
     }
 
     async fn close(&self) {
