@@ -2,7 +2,9 @@
 //! and (when `GIAMSAT_TEST_POSTGRES_URL` is set) a real PostgreSQL.
 
 mod archive_cli;
+mod browser;
 mod cases_cli;
+mod daemon_http;
 mod demo_cli;
 mod documents_cli;
 mod events_cli;

@@ -3,18 +3,12 @@
 //! choosing) as on a database, compared line for line with the same commands run directly on a
 //! second database; rejections exit 2 with the same messages; usage and access errors.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::support::{Run, Sandbox};
+use crate::support::{Daemon, PATIENCE, Run, Sandbox};
 
 const AT: &str = "2024-03-25T08:00:00+07:00";
-/// A bound on waiting for the daemon (start, readiness, its exporter): a safety net against a
-/// hung test, never an expected duration.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 fn workflows() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -28,112 +22,6 @@ fn seed() -> String {
         "{}/giam-sat-chuyen-de/examples/tuan-giao-2024.yaml",
         workflows()
     )
-}
-
-/// `giamsat serve` running in the background in a sandbox; stopped with SIGTERM when dropped.
-struct Daemon {
-    child: Child,
-    url: String,
-}
-
-impl Daemon {
-    /// Starts `giamsat serve` on 127.0.0.1:0 and waits until `/readyz` answers 200.
-    fn start(s: &Sandbox, extra: &[&str]) -> Daemon {
-        let w = workflows();
-        let mut args = vec![
-            "--workflows",
-            w.as_str(),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        let mut child = s
-            .command(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start giamsat serve");
-        // Read standard error for the whole run (a full pipe would block the daemon); the line
-        // that names the address is passed on.
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(PATIENCE) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("giamsat serve did not say where it listens");
-            }
-        };
-        let daemon = Daemon {
-            child,
-            url: format!("http://{addr}"),
-        };
-        let started = Instant::now();
-        while daemon.status("/readyz") != Some(200) {
-            assert!(
-                started.elapsed() < PATIENCE,
-                "the daemon never became ready"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        daemon
-    }
-
-    /// The status of a plain GET (HTTP/1.1 by hand: the test needs no client library).
-    fn status(&self, path: &str) -> Option<u16> {
-        let addr = self.url.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(addr).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        answer.split_whitespace().nth(1)?.parse().ok()
-    }
-
-    /// Stops it as an operator would (SIGTERM) and waits for it to exit.
-    fn stop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        while started.elapsed() < PATIENCE {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "the daemon exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        panic!("the daemon did not stop on SIGTERM");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Runs `giamsat --workflows <repo>/workflows ARGS` on the sandbox's database.
@@ -184,7 +72,7 @@ fn case_and_documents_commands_through_the_daemon_match_the_database() {
     let token = created.lines()[0].to_owned();
     // The clock of the daemon's scheduler stands at the seed's notice date, so no timer of the
     // case comes due while the test runs and changes it behind the comparison's back.
-    let mut daemon = Daemon::start(&served, &["--clock", "sim:2024-03-25T08:00:00+07:00"]);
+    let mut daemon = Daemon::start(&served, &[], &["--clock", "sim:2024-03-25T08:00:00+07:00"]);
     // The same commands straight on a database of their own, for comparison.
     let db = Sandbox::sqlite();
     // Where the remote commands run: no database of the daemon's in sight.

@@ -365,9 +365,30 @@ impl Runner {
                     _ => break,
                 }
             } else {
-                tokio::select! {
-                    next = subscription.next() => next.map_err(|e| self.err(e))?,
-                    _ = shutdown.changed() => continue,
+                match subscription.try_next().await.map_err(|e| self.err(e))? {
+                    Some(event) => event,
+                    None => {
+                        // Idle: the events committed since the last one delivered did not
+                        // match the filter. They count as handled, so the checkpoint and the
+                        // lag say how much is really left to do.
+                        let seen = subscription.seen();
+                        if seen > position {
+                            position = seen;
+                            self.store
+                                .save_checkpoint(&name, position)
+                                .await
+                                .map_err(|e| self.err(e))?;
+                            self.update(|s| {
+                                s.checkpoint = position;
+                                s.head = s.head.max(position);
+                            });
+                        }
+                        tokio::select! {
+                            _ = subscription.wait_for_commits() => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        continue;
+                    }
                 }
             };
             if filter.matches(&event) {

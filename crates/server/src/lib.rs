@@ -427,6 +427,7 @@ pub(crate) fn router(app: AppState) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/api/openapi.json", get(openapi::document))
         .route("/api/verify", get(system::verify))
+        .route("/api/clock", get(system::clock).post(system::set_clock))
         .route("/api/workflows", get(system::workflows))
         .route("/api/workflows/{name}", get(system::workflow))
         .route("/api/cases", get(cases::list).post(cases::start))

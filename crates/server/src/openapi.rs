@@ -39,6 +39,8 @@ enum Body {
     StartCase,
     /// The command's input, per the workflow's input schema.
     Command,
+    /// `{now}`: the time a manual clock moves to.
+    SetClock,
 }
 
 /// What a successful answer carries.
@@ -217,6 +219,44 @@ pub(crate) const OPERATIONS: &[Operation] = &[
             headers: &[],
         }],
         errors: &[401],
+    },
+    Operation {
+        method: "get",
+        path: "/api/clock",
+        id: "getClock",
+        tag: "system",
+        summary: "The daemon's clock",
+        description: "The time on the daemon's clock (the one its scheduler and commands use) and its kind: system, manual (`--clock manual:TIME`) or simulated (`--clock sim:TIME,speed=N`, `serve --demo`).",
+        auth: true,
+        query: &[],
+        headers: &[],
+        body: Body::None,
+        answers: &[Answer {
+            status: 200,
+            description: "The clock.",
+            content: Content::Json(|| json_of("Clock")),
+            headers: &[],
+        }],
+        errors: &[401],
+    },
+    Operation {
+        method: "post",
+        path: "/api/clock",
+        id: "setClock",
+        tag: "system",
+        summary: "Move a manual clock forward",
+        description: "For rehearsals and training on a daemon started with `--clock manual:TIME` (admin): the clock moves to `now` and the scheduler fires every timer that came due. A system or simulated clock cannot be moved, and a manual clock never goes back (409).",
+        auth: true,
+        query: &[],
+        headers: &[],
+        body: Body::SetClock,
+        answers: &[Answer {
+            status: 200,
+            description: "The clock after the move.",
+            content: Content::Json(|| json_of("Clock")),
+            headers: &[],
+        }],
+        errors: &[400, 401, 403, 409, 413],
     },
     Operation {
         method: "get",
@@ -816,6 +856,24 @@ fn schemas() -> Map<String, Value> {
         ),
     );
     m.insert(
+        "Clock".to_owned(),
+        object(
+            &["now", "kind", "description"],
+            json!({
+                "now": {"type": "string", "format": "date-time"},
+                "kind": {"type": "string", "enum": ["system", "manual", "simulated"]},
+                "description": string,
+            }),
+        ),
+    );
+    m.insert(
+        "SetClockRequest".to_owned(),
+        object(
+            &["now"],
+            json!({"now": {"type": "string", "format": "date-time"}}),
+        ),
+    );
+    m.insert(
         "WorkflowSummary".to_owned(),
         object(
             &["name", "version", "hash"],
@@ -1059,6 +1117,12 @@ fn operation(
             value["requestBody"] = json!({
                 "required": true,
                 "content": {"application/json": {"schema": json_of("StartCaseRequest")}},
+            });
+        }
+        Body::SetClock => {
+            value["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": json_of("SetClockRequest")}},
             });
         }
         Body::Command => {

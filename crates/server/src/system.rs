@@ -1,17 +1,20 @@
-//! Health, readiness, metrics, chain verification and the workflow definitions.
+//! Health, readiness, metrics, chain verification, the daemon's clock and the workflow
+//! definitions.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
 use giamsat_engine::{SchemaRef, Workflow};
+use giamsat_scheduler::Clock;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::P;
+use crate::extract::{JsonBody, P};
 use crate::metrics::Gauges;
 
 /// `GET /healthz`: the process is up (no token needed).
@@ -94,6 +97,75 @@ pub async fn verify(
         value["message"] = Value::String(problem.to_string());
     }
     Ok(Json(value))
+}
+
+fn clock_value(clock: &Clock) -> Value {
+    let kind = match clock {
+        Clock::System => "system",
+        Clock::Manual(_) => "manual",
+        Clock::Simulated(_) => "simulated",
+    };
+    json!({
+        "now": clock.now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        "kind": kind,
+        "description": clock.describe(),
+    })
+}
+
+/// `GET /api/clock`: the daemon's time and what kind of clock gives it (any token).
+pub async fn clock(State(app): State<AppState>, _principal: Principal) -> Json<Value> {
+    Json(clock_value(&app.clock))
+}
+
+/// `POST /api/clock` `{"now": TIME}` (admin): moves a manual clock (`--clock manual:TIME`)
+/// forward, for rehearsals and training; the scheduler then fires every timer that came due.
+/// The system and simulated clocks cannot be moved (409); a manual clock never goes back (409).
+pub async fn set_clock(
+    State(app): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[], "move the daemon's clock")?;
+    let Clock::Manual(manual) = &app.clock else {
+        return Err(ApiError::conflict(
+            "clock_not_manual",
+            format!(
+                "the daemon's clock is {}; only a manual clock (serve --clock manual:TIME) can be moved",
+                app.clock.describe()
+            ),
+        ));
+    };
+    if let Some(extra) = body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| k.as_str() != "now"))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("/{extra} is not a field of a clock request (now)"),
+        ));
+    }
+    let text = body.get("now").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::bad_request("invalid_body", "/now: an RFC 3339 time is required")
+    })?;
+    let at = DateTime::parse_from_rfc3339(text).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("/now: {text:?} is not an RFC 3339 time: {e}"),
+        )
+    })?;
+    let before = manual.now();
+    if at < before {
+        return Err(ApiError::conflict(
+            "clock_backwards",
+            format!(
+                "the clock stands at {}; it does not go back to {text}",
+                before.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+        ));
+    }
+    manual.set(at.with_timezone(&Utc));
+    tracing::info!(token = %principal.0.name, from = %before, to = %at, "clock moved");
+    Ok(Json(clock_value(&app.clock)))
 }
 
 fn summary(w: &Workflow) -> Value {

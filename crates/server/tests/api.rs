@@ -1488,3 +1488,89 @@ async fn tokens_are_kept_as_hashes_and_the_first_admin_is_made_once() {
     let again = Server::bind(options).await.expect("binds again");
     assert!(again.initial_admin_token().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_moves_a_manual_clock_forward_and_the_scheduler_follows() {
+    let mut daemon = Daemon::start().await;
+    let secretariat = daemon.token(Role::Secretariat, None, "huyen").await;
+    let viewer = daemon.token(Role::Viewer, None, "xem").await;
+    let clock = daemon.get("/api/clock", Some(&viewer)).await;
+    assert_status(&clock, 200);
+    assert_eq!(clock.body["kind"], "manual");
+    assert_eq!(clock.body["now"], "2024-03-25T01:00:00Z");
+
+    // Only an admin moves it, to a time, forward.
+    let to = |now: &str| json!({ "now": now });
+    let refused = daemon
+        .post("/api/clock", &secretariat, to("2024-04-01T08:00:00+07:00"))
+        .await;
+    assert_status(&refused, 403);
+    assert_eq!(refused.body["code"], "role_not_allowed");
+    let not_a_time = daemon.post("/api/clock", &daemon.admin, to("mai")).await;
+    assert_status(&not_a_time, 400);
+    assert!(
+        not_a_time.body["message"]
+            .as_str()
+            .expect("a message")
+            .starts_with("/now: \"mai\" is not an RFC 3339 time")
+    );
+    let extra = daemon
+        .post(
+            "/api/clock",
+            &daemon.admin,
+            json!({"now": "2024-04-01T08:00:00+07:00", "speed": 2}),
+        )
+        .await;
+    assert_status(&extra, 400);
+    let back = daemon
+        .post("/api/clock", &daemon.admin, to("2024-03-01T08:00:00+07:00"))
+        .await;
+    assert_status(&back, 409);
+    assert_eq!(back.body["code"], "clock_backwards");
+    assert_eq!(daemon.clock.now(), t("2024-03-25T08:00:00+07:00"));
+
+    // Past the reports' deadline: the scheduler marks the reports overdue on its own.
+    assert_status(&daemon.start_seed(&secretariat).await, 201);
+    let notice = json!({"issued_on": "2024-03-25", "document": "thong-bao-lich"});
+    assert_status(
+        &daemon.command(&secretariat, "issue_notice", notice).await,
+        200,
+    );
+    let moved = daemon
+        .post("/api/clock", &daemon.admin, to("2024-04-21T00:00:00+07:00"))
+        .await;
+    assert_status(&moved, 200);
+    assert_eq!(moved.body["now"], "2024-04-20T17:00:00Z");
+    assert_eq!(daemon.clock.now(), t("2024-04-21T00:00:00+07:00"));
+    let mut stage = Value::Null;
+    for _ in 0..500 {
+        let case = daemon
+            .get(&format!("/api/cases/{CASE}"), Some(&viewer))
+            .await;
+        stage = case.body["stage"].clone();
+        if stage == "reports_due" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stage, "reports_due");
+    assert!(
+        history_types(&daemon, &viewer)
+            .await
+            .contains(&"ReportsMarkedOverdue".to_owned())
+    );
+    daemon.shutdown().await;
+
+    // The system clock (and a simulated one) cannot be moved.
+    let mut system = Daemon::start_with(|o| o.clock = Clock::System).await;
+    let fixed = system
+        .post("/api/clock", &system.admin, to("2030-01-01T00:00:00Z"))
+        .await;
+    assert_status(&fixed, 409);
+    assert_eq!(fixed.body["code"], "clock_not_manual");
+    assert_eq!(
+        system.get("/api/clock", Some(&system.admin)).await.body["kind"],
+        "system"
+    );
+    system.shutdown().await;
+}

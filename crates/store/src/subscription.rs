@@ -46,6 +46,23 @@ impl Subscription {
         self.delivered
     }
 
+    /// Every position up to this one has been returned or does not match the filter: the
+    /// position a consumer that is idle has read up to (it runs ahead of [`Self::position`]
+    /// when the last events committed did not match).
+    pub fn seen(&self) -> Position {
+        if self.buffer.is_empty() {
+            self.scanned.max(self.delivered)
+        } else {
+            self.delivered
+        }
+    }
+
+    /// Waits until a commit may have added events (or the poll interval has passed); for a
+    /// consumer that calls [`Self::try_next`] and does something while idle.
+    pub async fn wait_for_commits(&mut self) {
+        self.wait().await;
+    }
+
     /// Events fetched but not yet returned; never more than `subscription_batch`.
     pub fn buffered(&self) -> usize {
         self.buffer.len()
