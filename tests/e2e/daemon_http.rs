@@ -5,7 +5,7 @@
 //! secretariat, the delegation, two units' clerks and a viewer. Checked on the way: the denials
 //! (role, unit, a command only the delegation may run), what a unit sees; at the end: the stages
 //! and the timers' effects, the documents and their downloads, the outbox, the archive bag
-//! (our verifier and the reference validator) and `verify` of the log over HTTP and from the
+//! (our verifier and the reference validator, on disk and downloaded over HTTP) and `verify` of the log over HTTP and from the
 //! command line.
 
 use std::collections::BTreeSet;
@@ -599,6 +599,50 @@ async fn the_seed_supervision_runs_over_http_with_a_token_of_each_role() {
         valid.stdout
     );
     reference_validates(&bag);
+    // The same package through the API: listed with a fresh check, downloadable as a tar that
+    // our verifier accepts; not for a unit's clerk.
+    let archive = format!("/api/cases/{CASE}/archive");
+    denied(&http.get(&archive, &t.quai_to).await, "role_not_allowed");
+    let packages = http.get(&archive, &t.viewer).await.expect(200);
+    let package = &packages.body[0];
+    assert_eq!(packages.body.as_array().map(Vec::len), Some(1));
+    assert_eq!(package["file_code"], "HĐND-TG.2024.GS01");
+    assert_eq!(package["check"]["valid"], true, "{package}");
+    let download = package["download"].as_str().expect("a download path");
+    denied(&http.get(download, &t.quai_to).await, "role_not_allowed");
+    let tar = http.get(download, &t.secretariat).await.expect(200);
+    let packed = s.path("goi-nop-luu.tar");
+    std::fs::write(&packed, &tar.bytes).expect("write the tar");
+    let packed = packed.display().to_string();
+    let valid = s.ok(&["archive", "verify", &packed]);
+    assert!(
+        valid.stdout.starts_with("package valid"),
+        "{}",
+        valid.stdout
+    );
+    // The archivist (a viewer) finds it on the case page, checked, with the same download.
+    let archivist = http.sign_in(&t.viewer).await;
+    let page = http
+        .page(&format!("/ho-so/{CASE}"), &archivist)
+        .await
+        .expect(200);
+    let html = page.text();
+    assert!(html.contains("id=\"goi-nop-luu\""), "{html}");
+    assert!(html.contains("tg2024-HĐND-TG.2024.GS01") && html.contains("Toàn vẹn"));
+    let link = html
+        .split("href=\"")
+        .filter_map(|rest| rest.split('"').next())
+        .find(|href| href.contains("/nop-luu/"))
+        .expect("a download link")
+        .to_owned();
+    let from_page = http.page(&link, &archivist).await.expect(200);
+    assert_eq!(from_page.bytes, tar.bytes);
+    let clerk = http.sign_in(&t.quai_to).await;
+    let unit_page = http
+        .page(&format!("/ho-so/{CASE}"), &clerk)
+        .await
+        .expect(200);
+    assert!(!unit_page.text().contains("goi-nop-luu"));
 
     // The log's chain, over HTTP and, once the daemon has stopped, from the command line.
     let verified = http.get("/api/verify", &t.viewer).await.expect(200);

@@ -384,6 +384,43 @@ impl Http {
         }
     }
 
+    /// Signs in to the web pages with a token (the sign-in form); the session cookie.
+    pub async fn sign_in(&self, token: &str) -> String {
+        let response = self
+            .client
+            .post(format!("{}/dang-nhap", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}&tiep=/"))
+            .send()
+            .await
+            .expect("the daemon answers");
+        assert_eq!(response.status().as_u16(), 303, "signing in");
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("a session cookie");
+        cookie.split(';').next().unwrap_or_default().to_owned()
+    }
+
+    /// A web page (or a download from one) with a session cookie.
+    pub async fn page(&self, path: &str, cookie: &str) -> Answer {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("the daemon answers");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("a body").to_vec();
+        Answer {
+            status,
+            body: serde_json::Value::Null,
+            bytes,
+        }
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Answer {
         self.call(reqwest::Method::GET, path, Some(token), None)
             .await

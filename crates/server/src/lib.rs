@@ -9,6 +9,7 @@
 //! listener closes, requests in flight finish, event streams end, and the scheduler and the
 //! exporters stop after saving their checkpoints.
 
+mod archive;
 pub mod auth;
 mod cases;
 mod documents;
@@ -444,6 +445,8 @@ pub(crate) fn router(app: AppState) -> Router {
             "/api/cases/{id}/documents/{document}/{version}/{format}",
             get(documents::download),
         )
+        .route("/api/cases/{id}/archive", get(archive::list))
+        .route("/api/cases/{id}/archive/{package}", get(archive::download))
         .route("/api/register", get(documents::register))
         .route("/api/exporters", get(exporters::list))
         .route("/api/exporters/{id}/parked", get(exporters::parked_events))

@@ -50,6 +50,8 @@ enum Content {
     Text(&'static str),
     /// A rendered document file.
     Document,
+    /// An archive package (a ZIP or a tar file).
+    Package,
     EventStream,
 }
 
@@ -477,6 +479,44 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/api/cases/{id}/archive",
+        id: "listArchivePackages",
+        tag: "archive",
+        summary: "A case's archive packages",
+        description: "The BagIt packages the archive exporter built for the case (its `ArchivePackageBuilt` records), oldest first, each checked again on disk (`check`) and with its download path. A package holds every unit's data, so unit tokens are refused (403).",
+        auth: true,
+        query: &[],
+        headers: &[],
+        body: Body::None,
+        answers: &[Answer {
+            status: 200,
+            description: "The packages.",
+            content: Content::Json(|| array_of("ArchivePackage")),
+            headers: &[],
+        }],
+        errors: &[401, 403, 404],
+    },
+    Operation {
+        method: "get",
+        path: "/api/cases/{id}/archive/{package}",
+        id: "downloadArchivePackage",
+        tag: "archive",
+        summary: "Download an archive package",
+        description: "The package as built (`.zip` or `.tar`), or a folder package packed into a `.tar` with the same layout on the way; the ETag is the SHA-256 of the bytes sent. Unit tokens are refused (403).",
+        auth: true,
+        query: &[],
+        headers: &[],
+        body: Body::None,
+        answers: &[Answer {
+            status: 200,
+            description: "The package file.",
+            content: Content::Package,
+            headers: &["ETag"],
+        }],
+        errors: &[401, 403, 404],
+    },
+    Operation {
+        method: "get",
         path: "/api/register",
         id: "register",
         tag: "documents",
@@ -856,6 +896,21 @@ fn schemas() -> Map<String, Value> {
         ),
     );
     m.insert(
+        "ArchivePackage".to_owned(),
+        object(
+            &["case", "package", "path", "packing", "sha256", "download", "check"],
+            json!({
+                "case": string, "file_code": {"type": ["string", "null"]}, "package": string,
+                "path": string, "packing": {"type": "string", "enum": ["folder", "zip", "tar"]},
+                "sha256": string, "checksum_of": string, "payload_oxum": {"type": ["string", "null"]},
+                "bagging_date": {"type": ["string", "null"]}, "chain_head": {"type": ["string", "null"]},
+                "chain_head_position": {"type": ["integer", "null"]}, "source": {"type": "object"},
+                "download": string,
+                "check": object(&["valid", "problems"], json!({"valid": {"type": "boolean"}, "problems": {"type": "array", "items": string}})),
+            }),
+        ),
+    );
+    m.insert(
         "Clock".to_owned(),
         object(
             &["now", "kind", "description"],
@@ -1064,6 +1119,10 @@ fn operation(
                 "text/markdown; charset=utf-8": {"schema": {"type": "string"}},
                 "application/vnd.openxmlformats-officedocument.wordprocessingml.document": {"schema": {"type": "string", "contentMediaType": "application/vnd.openxmlformats-officedocument.wordprocessingml.document"}},
             }),
+            Content::Package => json!({
+                "application/zip": {"schema": {"type": "string", "contentMediaType": "application/zip"}},
+                "application/x-tar": {"schema": {"type": "string", "contentMediaType": "application/x-tar"}},
+            }),
             Content::EventStream => json!({"text/event-stream": {"schema": {
                 "type": "string",
                 "description": "`id: <position>` and `data: <the event as JSON, see Event>` per event.",
@@ -1174,10 +1233,11 @@ pub(crate) fn build(workflows: &BTreeMap<String, Workflow>, max_body: usize) -> 
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
         "security": [{"bearer": []}],
         "tags": [
-            {"name": "system", "description": "Health, readiness, metrics, verification, this document."},
+            {"name": "system", "description": "Health, readiness, metrics, verification, the clock, this document."},
             {"name": "workflows", "description": "The loaded workflow definitions."},
             {"name": "cases", "description": "Cases: start, read, history, timers, commands."},
             {"name": "documents", "description": "Rendered documents, numbering, the register."},
+            {"name": "archive", "description": "A case's archive packages (BagIt): records, checks, downloads."},
             {"name": "exporters", "description": "Exporter status, parked events, retries."},
             {"name": "events", "description": "The log as server-sent events."},
         ],

@@ -552,6 +552,7 @@ pub(crate) async fn show(
         }
     }
     let documents = documents_view(&pages, &user, &seen).await?;
+    let archive = archive_view(&pages, &user, &id).await?;
     let (history, verify) = history_view(&pages, &user, &seen).await?;
     let mut flash = done_message(workflow, query.da.as_deref(), query.sent_before.as_deref());
     if let Some(doc) = query.numbered.as_deref()
@@ -594,6 +595,7 @@ pub(crate) async fn show(
         "schedule": schedule::view(&id, &entries),
         "documents": documents,
         "downloads_off": pages.app.documents_dir.is_none(),
+        "archive": archive,
         "collections": other_collections(&seen, &shown),
         "commands": command_links(&seen),
         "history": history,
@@ -970,6 +972,57 @@ pub(crate) async fn number_document(
 
 /// `GET /ho-so/{id}/van-ban/{document}/{version}/{format}`: a rendered document, as the API's
 /// download (same visibility, same checks of the recorded SHA-256).
+/// The case's archive packages with a fresh check, for the roles that may see them (not a
+/// unit's clerk: a package holds every unit's data).
+async fn archive_view(pages: &Pages, user: &User, id: &str) -> Result<Vec<Value>, PageError> {
+    if user.principal.role() == Role::Unit {
+        return Ok(Vec::new());
+    }
+    let listed = crate::archive::list(
+        State(pages.app.clone()),
+        user.principal.clone(),
+        P(id.to_owned()),
+    )
+    .await?;
+    Ok(listed
+        .0
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let package = p["package"].as_str().unwrap_or_default();
+            let format = match p["packing"].as_str() {
+                Some("zip") => "zip",
+                _ => "tar",
+            };
+            json!({
+                "package": package,
+                "file_code": p["file_code"],
+                "date": p["bagging_date"],
+                "valid": p["check"]["valid"],
+                "problems": p["check"]["problems"],
+                "format": format,
+                "url": format!("{}/nop-luu/{}", case_url(id), view::encode_segment(package)),
+            })
+        })
+        .collect())
+}
+
+/// `GET /ho-so/{id}/nop-luu/{package}`: an archive package (as
+/// `GET /api/cases/{id}/archive/{package}`).
+pub(crate) async fn download_package(
+    State(pages): State<Pages>,
+    user: User,
+    Path((id, package)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    Ok(crate::archive::download(
+        State(pages.app.clone()),
+        user.principal.clone(),
+        P((id, package)),
+    )
+    .await?)
+}
+
 pub(crate) async fn download_document(
     State(pages): State<Pages>,
     user: User,

@@ -73,6 +73,7 @@ pub(crate) fn router(app: AppState) -> Router<AppState> {
             "/ho-so/{id}/van-ban/{document}/{version}/{format}",
             get(case::download_document),
         )
+        .route("/ho-so/{id}/nop-luu/{package}", get(case::download_package))
         .route("/ho-so/{id}/don-vi/{unit}", get(unit::page))
         .route(
             "/ho-so/{id}/don-vi/{unit}/lenh/{command}",
