@@ -279,7 +279,10 @@ fn case_and_documents_commands_through_the_daemon_match_the_database() {
     remote(&client, &daemon, "not-a-token", &["case", "list"]).fails_with(1, &["HTTP 401"]);
     remote(&client, &daemon, &token, &["case", "show", "nope"])
         .fails_with(1, &["case \"nope\" does not exist", "HTTP 404"]);
-    remote(
+    // A correction of the numbered notice through the daemon: the next version is asked for
+    // and the daemon's exporter renders it (on the database the version depends on when its
+    // exporter ran, so this side is checked on its own).
+    let corrected = remote(
         &client,
         &daemon,
         &token,
@@ -289,10 +292,52 @@ fn case_and_documents_commands_through_the_daemon_match_the_database() {
             "tg2024",
             "thong-bao-lich",
             "--reason",
+            "Sửa địa điểm làm việc với xã Quài Cang",
+        ],
+    );
+    assert_eq!(corrected.code, 0, "{}", corrected.stderr);
+    let version = corrected
+        .stdout
+        .strip_prefix("thong-bao-lich v")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{}", corrected.stdout))
+        .to_owned();
+    assert!(
+        corrected
+            .stdout
+            .ends_with("requested; the documents exporter renders it\n")
+    );
+    let started = Instant::now();
+    loop {
+        let listed = remote(&client, &daemon, &token, &["documents", "list", "tg2024"]);
+        if listed
+            .lines()
+            .iter()
+            .any(|l| l.starts_with(&format!("thong-bao-lich\tv{version}\t")))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "v{version} was never rendered:\n{}",
+            listed.stdout
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    remote(
+        &client,
+        &daemon,
+        &token,
+        &[
+            "documents",
+            "correct",
+            "tg2024",
+            "khong-co",
+            "--reason",
             "x",
         ],
     )
-    .fails_with(2, &["not available through --server"]);
+    .fails_with(1, &["HTTP 404"]);
     // The environment variables work as the flags do; other commands still use the database.
     let by_env = client
         .command(&["--workflows", &w, "case", "list"])

@@ -53,14 +53,14 @@ pub struct NumberArgs {
 #[derive(Debug, Args)]
 pub struct CorrectArgs {
     /// Case id
-    case: String,
+    pub(crate) case: String,
     /// Document id
-    document: String,
+    pub(crate) document: String,
     /// Why the document is corrected
     #[arg(long)]
-    reason: String,
+    pub(crate) reason: String,
     #[command(flatten)]
-    who: Who,
+    pub(crate) who: Who,
 }
 
 #[derive(Debug, Args)]

@@ -375,8 +375,7 @@ fn show(case: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Runs `documents list|number|register` through the daemon; `correct` has no API and is
-/// refused.
+/// Runs `documents list|number|correct|register` through the daemon.
 pub async fn documents(remote: &Remote, command: DocumentsCommand) -> Result<ExitCode> {
     let answer = match command {
         DocumentsCommand::List(args) => {
@@ -477,10 +476,37 @@ pub async fn documents(remote: &Remote, command: DocumentsCommand) -> Result<Exi
                 rejected => rejected,
             }
         }
-        DocumentsCommand::Correct(_) => {
-            return Ok(usage(
-                "documents correct is not available through --server (the daemon has no API for it); run it on the database",
-            ));
+        DocumentsCommand::Correct(args) => {
+            if args.who.actor.is_some() {
+                return Ok(refuse_as());
+            }
+            let body = serde_json::json!({ "reason": args.reason });
+            match remote
+                .call(
+                    Method::POST,
+                    &[
+                        "api",
+                        "cases",
+                        &args.case,
+                        "documents",
+                        &args.document,
+                        "corrections",
+                    ],
+                    &at_query(&args.who),
+                    Some(&body),
+                    None,
+                )
+                .await?
+            {
+                Answer::Ok(v) => {
+                    output::line(&format!(
+                        "{} v{} requested; the documents exporter renders it",
+                        args.document, v["version"]
+                    ))?;
+                    Answer::Ok(Value::Null)
+                }
+                rejected => rejected,
+            }
         }
     };
     Ok(finish(answer))

@@ -7,7 +7,7 @@ use std::path::{Component, Path};
 use axum::Json;
 use axum::extract::State;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, ETAG};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Datelike;
 use giamsat_cases::{LoadedCase, load_case, run_command};
@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::auth::{Principal, Role};
 use crate::cases::{AtQuery, command_time, load_visible};
 use crate::error::ApiError;
-use crate::extract::{P, Q};
+use crate::extract::{JsonBody, P, Q};
 use crate::scope::Scope;
 use crate::{App, AppState};
 
@@ -208,6 +208,63 @@ pub async fn download(
         headers.insert(ETAG, v);
     }
     Ok((headers, bytes).into_response())
+}
+
+/// `POST /api/cases/{id}/documents/{document}/corrections` `{reason}` (admin, secretariat): asks
+/// for a corrected version of an issued (numbered) document, as `giamsat documents correct`
+/// does; the issued version is kept as it is and the documents exporter renders the next one.
+pub async fn correct(
+    State(app): State<AppState>,
+    principal: Principal,
+    P((id, document)): P<(String, String)>,
+    Q(query): Q<AtQuery>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require(&[Role::Secretariat], "correct documents")?;
+    let (_, workflow, _) = load_visible(&app, &principal, &id).await?;
+    if let Some(extra) = body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| k.as_str() != "reason"))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("/{extra} is not a field of a correction request (reason)"),
+        ));
+    }
+    let reason = body
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_body",
+                "/reason: why the document is corrected is required",
+            )
+        })?;
+    let at = command_time(&app, &principal, query.at.as_deref(), &workflow)?;
+    let version = register::request_correction(
+        &app.store,
+        &id,
+        &document,
+        reason,
+        &principal.0.actor_text(),
+        at,
+    )
+    .await
+    .map_err(|e| match e {
+        register::RegisterError::Invalid(message) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "document_not_correctable",
+            message,
+        ),
+        other => other.into(),
+    })?;
+    app.metrics.events_appended(1);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"document": document, "version": version, "reason": reason})),
+    ))
 }
 
 /// `POST /api/cases/{id}/documents/{document}/number` (admin, secretariat): numbers the

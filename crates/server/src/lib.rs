@@ -442,6 +442,10 @@ pub(crate) fn router(app: AppState) -> Router {
             post(documents::number),
         )
         .route(
+            "/api/cases/{id}/documents/{document}/corrections",
+            post(documents::correct),
+        )
+        .route(
             "/api/cases/{id}/documents/{document}/{version}/{format}",
             get(documents::download),
         )

@@ -41,6 +41,8 @@ enum Body {
     Command,
     /// `{now}`: the time a manual clock moves to.
     SetClock,
+    /// `{reason}`: why an issued document is corrected.
+    Correction,
 }
 
 /// What a successful answer carries.
@@ -457,6 +459,25 @@ pub(crate) const OPERATIONS: &[Operation] = &[
             headers: &[],
         }],
         errors: &[400, 401, 403, 404, 409, 413, 422],
+    },
+    Operation {
+        method: "post",
+        path: "/api/cases/{id}/documents/{document}/corrections",
+        id: "correctDocument",
+        tag: "documents",
+        summary: "Ask for a corrected version of an issued document",
+        description: "For an issued (numbered) document (admin, secretariat), as `giamsat documents correct`: the issued version is kept as it is and the documents exporter renders the next version with the case's current data, unnumbered until it is numbered in turn. A draft is refused (422 `document_not_correctable`): correct the case data instead.",
+        auth: true,
+        query: &[AT],
+        headers: &[],
+        body: Body::Correction,
+        answers: &[Answer {
+            status: 202,
+            description: "The version asked for; the exporter renders it.",
+            content: Content::Json(|| json_of("CorrectionResult")),
+            headers: &[],
+        }],
+        errors: &[400, 401, 403, 404, 413, 422],
     },
     Operation {
         method: "get",
@@ -911,6 +932,17 @@ fn schemas() -> Map<String, Value> {
         ),
     );
     m.insert(
+        "CorrectionRequest".to_owned(),
+        object(&["reason"], json!({"reason": {"type": "string", "minLength": 1}})),
+    );
+    m.insert(
+        "CorrectionResult".to_owned(),
+        object(
+            &["document", "version", "reason"],
+            json!({"document": string, "version": int, "reason": string}),
+        ),
+    );
+    m.insert(
         "Clock".to_owned(),
         object(
             &["now", "kind", "description"],
@@ -1176,6 +1208,12 @@ fn operation(
             value["requestBody"] = json!({
                 "required": true,
                 "content": {"application/json": {"schema": json_of("StartCaseRequest")}},
+            });
+        }
+        Body::Correction => {
+            value["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": json_of("CorrectionRequest")}},
             });
         }
         Body::SetClock => {

@@ -945,6 +945,15 @@ async fn documents_download_number_and_register() {
     assert_status(&v9, 404);
     assert_eq!(v9.body["code"], "document_not_found");
 
+    // A draft is not corrected (its data is); the reason is required.
+    let corrections = format!("/api/cases/{CASE}/documents/thong-bao-lich/corrections");
+    let reason = json!({"reason": "Sửa địa điểm làm việc"});
+    let draft = daemon
+        .post(&corrections, &secretariat, reason.clone())
+        .await;
+    assert_status(&draft, 422);
+    assert_eq!(draft.body["code"], "document_not_correctable");
+
     // Numbering: the delegation may not; the secretariat gets 01 of the series, and again the
     // same number; the case records it.
     let path = format!("/api/cases/{CASE}/documents/thong-bao-lich/number");
@@ -985,6 +994,31 @@ async fn documents_download_number_and_register() {
         .await;
     assert_status(&bad_year, 400);
     assert_eq!(bad_year.body["code"], "invalid_query");
+
+    // The numbered notice is corrected: the next version, unnumbered, rendered by the exporter;
+    // the issued one stays as it is.
+    let denied = daemon.post(&corrections, &delegation, reason.clone()).await;
+    assert_status(&denied, 403);
+    let empty = daemon
+        .post(&corrections, &secretariat, json!({"reason": " "}))
+        .await;
+    assert_status(&empty, 400);
+    assert_eq!(empty.body["code"], "invalid_body");
+    let before = wait_for_documents(&daemon, &secretariat, 0).await.len();
+    let asked = daemon.post(&corrections, &secretariat, reason).await;
+    assert_status(&asked, 202);
+    let version = asked.body["version"].as_u64().expect("a version");
+    let after = wait_for_documents(&daemon, &secretariat, before + 1).await;
+    let notices: Vec<&Value> = after
+        .iter()
+        .filter(|d| d["document"] == "thong-bao-lich")
+        .collect();
+    let corrected = notices
+        .iter()
+        .find(|d| d["version"] == version)
+        .expect("the corrected version is rendered");
+    assert!(corrected["number"].is_null(), "{corrected}");
+    assert!(notices.iter().any(|d| d["symbol"] == "01/TB-ĐGS"));
 
     // Exporters: status, and nothing parked.
     let exporters = daemon.get("/api/exporters", Some(&secretariat)).await;

@@ -137,6 +137,29 @@ async fn latest(store: &Store, case: &str, document: &str) -> Result<Generated, 
     }
 }
 
+/// The issuer and the series stream of a rendered document version.
+fn series_of(doc: &Generated) -> Result<(String, i32, StreamId), RegisterError> {
+    let date = NaiveDate::parse_from_str(&doc.date, "%Y-%m-%d")
+        .map_err(|e| RegisterError::Invalid(format!("document date {:?}: {e}", doc.date)))?;
+    let year = date.year();
+    let issuer = if doc.issuer.is_empty() {
+        doc.issuer_code.clone()
+    } else {
+        doc.issuer.clone()
+    };
+    let stream = series(&issuer, year, doc.secret)?;
+    Ok((issuer, year, stream))
+}
+
+/// Whether this version of the document has an entry in its series of the register.
+async fn in_register(store: &Store, case: &str, doc: &Generated) -> Result<bool, RegisterError> {
+    let (_, _, stream) = series_of(doc)?;
+    Ok(read_series(store, &stream)
+        .await?
+        .iter()
+        .any(|e| e.case == case && e.document == doc.document && e.version == doc.version))
+}
+
 /// Numbers the latest version of a document after signature (the `assign_document_number`
 /// command): the next number in its issuer's series for the document's year. Numbering a
 /// version that already has a number returns that number.
@@ -148,16 +171,8 @@ pub async fn assign_number(
     at: DateTime<FixedOffset>,
 ) -> Result<Registered, RegisterError> {
     let doc = latest(store, case, document).await?;
-    let date = NaiveDate::parse_from_str(&doc.date, "%Y-%m-%d")
-        .map_err(|e| RegisterError::Invalid(format!("document date {:?}: {e}", doc.date)))?;
-    let year = date.year();
     let issuer_code = doc.issuer_code.clone();
-    let issuer = if doc.issuer.is_empty() {
-        issuer_code.clone()
-    } else {
-        doc.issuer.clone()
-    };
-    let stream = series(&issuer, year, doc.secret)?;
+    let (issuer, year, stream) = series_of(&doc)?;
     let id = Uuid::new_v5(
         &Uuid::NAMESPACE_OID,
         format!("giamsat:register:{case}/{document}/v{}", doc.version).as_bytes(),
@@ -232,12 +247,13 @@ pub async fn request_correction(
     at: DateTime<FixedOffset>,
 ) -> Result<u32, RegisterError> {
     let doc = latest(store, case, document).await?;
-    if doc.number.is_none()
-        && !read_records(store, case)
-            .await?
-            .iter()
-            .any(|r| r.document == document && r.version == doc.version && r.number.is_some())
-    {
+    // Numbered: rendered with its number, or (before the exporter has rendered it again)
+    // entered in its series of the register.
+    let rendered_numbered = read_records(store, case)
+        .await?
+        .iter()
+        .any(|r| r.document == document && r.version == doc.version && r.number.is_some());
+    if doc.number.is_none() && !rendered_numbered && !in_register(store, case, &doc).await? {
         return Err(RegisterError::Invalid(format!(
             "document {document} v{} of case {case} is a draft (not numbered): correct the case \
              data instead, a draft is rendered again",
