@@ -467,7 +467,11 @@ pub(crate) fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-async fn not_found(request: Request) -> ApiError {
+/// An unknown path: the "not found" page for a page address, a JSON error for the API.
+async fn not_found(request: Request) -> Response {
+    if pages::is_page_request(&request) {
+        return pages::PageError::not_found().into_response();
+    }
     ApiError::not_found(
         "not_found",
         format!(
@@ -476,11 +480,25 @@ async fn not_found(request: Request) -> ApiError {
             request.uri().path()
         ),
     )
+    .into_response()
 }
 
-async fn method_not_allowed(request: Request) -> ApiError {
+async fn method_not_allowed(request: Request) -> Response {
+    let status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    if pages::is_page_request(&request) {
+        return pages::PageError::new(
+            status,
+            "Không thực hiện được",
+            format!(
+                "Trang {} không nhận yêu cầu {}.",
+                request.uri().path(),
+                request.method()
+            ),
+        )
+        .into_response();
+    }
     ApiError::new(
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        status,
         "method_not_allowed",
         format!(
             "{} is not allowed on {}",
@@ -488,6 +506,7 @@ async fn method_not_allowed(request: Request) -> ApiError {
             request.uri().path()
         ),
     )
+    .into_response()
 }
 
 /// Counts and times every request by route, and refuses a body declared larger than the limit

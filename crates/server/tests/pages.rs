@@ -806,6 +806,21 @@ async fn the_case_page_shows_the_course_of_the_case_and_escapes_its_data() {
     let missing = browser.get("/ho-so/tg2024/lich/khong-co.ics").await;
     assert_status(&missing, 404);
     assert!(missing.text.contains("Không tìm thấy"));
+    // An address no page has gets the "not found" page, not the API's JSON.
+    let nowhere = browser.get("/trang-khong-co").await;
+    assert_status(&nowhere, 404);
+    assert!(
+        nowhere.text.contains("<h1>Không tìm thấy</h1>"),
+        "{}",
+        nowhere.text
+    );
+    assert_eq!(
+        nowhere
+            .headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("text/html; charset=utf-8")
+    );
 
     // The live-updates stream answers as server-sent events for the page's script.
     let stream = TcpStream::connect(daemon.addr).await.expect("connect");
