@@ -933,7 +933,10 @@ fn schemas() -> Map<String, Value> {
     );
     m.insert(
         "CorrectionRequest".to_owned(),
-        object(&["reason"], json!({"reason": {"type": "string", "minLength": 1}})),
+        object(
+            &["reason"],
+            json!({"reason": {"type": "string", "minLength": 1}}),
+        ),
     );
     m.insert(
         "CorrectionResult".to_owned(),

@@ -1625,3 +1625,112 @@ fn page_templates_escape_everything_and_are_nfc() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secretariat_starts_a_case_from_its_data_file() {
+    let mut daemon = Daemon::start().await;
+    let secretariat = daemon.token(Role::Secretariat, None, "huyen").await;
+    let viewer = daemon.token(Role::Viewer, None, "xem").await;
+
+    // A viewer has no such form.
+    let mut reader = Browser::new(&daemon);
+    reader.sign_in(&viewer).await;
+    assert!(!reader.get("/").await.text.contains("/ho-so-moi"));
+    let refused = reader.get("/ho-so-moi").await;
+    assert_status(&refused, 403);
+
+    let mut office = Browser::new(&daemon);
+    office.sign_in(&secretariat).await;
+    assert!(office.get("/").await.text.contains("href=\"/ho-so-moi\""));
+    let form = office.get("/ho-so-moi").await;
+    assert_status(&form, 200);
+    assert!(form.text.contains("id=\"bieu-mau-tao-ho-so\""));
+    assert!(form.text.contains("<option value=\"giam-sat-chuyen-de\""));
+    let csrf = form.input_value("csrf").expect("the form token");
+    let nonce = form.input_value("lan-gui").expect("an id");
+    let fields = |data: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("lan-gui", nonce.clone()),
+            ("quy-trinh", "giam-sat-chuyen-de".to_owned()),
+            ("ma-ho-so", "tg2024".to_owned()),
+            ("du-lieu", data.to_owned()),
+        ]
+    };
+    let post = |fields: Vec<(&'static str, String)>, file: Option<Vec<u8>>| {
+        let office = &office;
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            office
+                .post_multipart(
+                    "/ho-so-moi",
+                    &fields,
+                    file.as_deref().map(|b| ("tep", "tuan-giao-2024.yaml", b)),
+                )
+                .await
+        }
+    };
+
+    // Text that is not YAML: the line and column; what was typed stays.
+    let broken = post(fields("topic: [chưa đóng\nunits: x\n"), None).await;
+    assert_status(&broken, 422);
+    assert!(
+        broken.text.contains("không đúng cú pháp YAML ở dòng"),
+        "{}",
+        broken.text
+    );
+    assert!(broken.text.contains("topic: [chưa đóng"));
+    // YAML the workflow's start schema refuses: its message, nothing started.
+    let incomplete = post(fields("topic: Cải cách hành chính\n"), None).await;
+    assert_status(&incomplete, 422);
+    assert!(
+        incomplete.text.contains("id=\"loi-tao-ho-so\""),
+        "{}",
+        incomplete.text
+    );
+    assert_status(
+        &daemon
+            .api(
+                "GET",
+                &format!("/api/cases/{CASE}"),
+                &secretariat,
+                Value::Null,
+            )
+            .await,
+        404,
+    );
+
+    // The office's data file: the case starts and its page says so.
+    let file =
+        std::fs::read(root().join("workflows/giam-sat-chuyen-de/examples/tuan-giao-2024.yaml"))
+            .expect("the seed file");
+    let started = post(fields(""), Some(file.clone())).await;
+    assert_status(&started, 303);
+    assert_eq!(started.header("location"), "/ho-so/tg2024?da-tao=1");
+    let page = office.get("/ho-so/tg2024?da-tao=1").await;
+    assert!(page.text.contains("Đã tạo hồ sơ tg2024."));
+    let case = daemon
+        .api(
+            "GET",
+            &format!("/api/cases/{CASE}"),
+            &secretariat,
+            Value::Null,
+        )
+        .await;
+    assert_status(&case, 200);
+    assert_eq!(case.json()["stage"], "established");
+    assert_eq!(
+        case.json()["data"]["units"].as_array().map(Vec::len),
+        Some(9)
+    );
+    // The same form sent again starts nothing new; another form for the same id is refused.
+    let again = post(fields(""), Some(file.clone())).await;
+    assert_status(&again, 303);
+    assert_eq!(daemon.history(&secretariat).await.len(), 1);
+    let mut other = fields("");
+    other[1].1 = "0123456789abcdef0123456789abcdef".to_owned();
+    let taken = post(other, Some(file)).await;
+    assert_status(&taken, 409);
+    assert!(taken.text.contains("id=\"loi-tao-ho-so\""));
+    daemon.shutdown().await;
+}

@@ -92,6 +92,7 @@ pub(crate) async fn list(State(pages): State<Pages>, user: User) -> Result<Respo
         "page": session::context(&user, "Danh sách hồ sơ giám sát"),
         "cases": rows,
         "is_unit": user.principal.role() == Role::Unit,
+        "can_start": matches!(user.principal.role(), Role::Admin | Role::Secretariat),
     });
     Ok(render(StatusCode::OK, "cases", &context))
 }
@@ -106,6 +107,9 @@ pub(crate) struct CaseQuery {
     /// A form sent again after it was recorded (`?da-gui-truoc=issue_notice`).
     #[serde(rename = "da-gui-truoc")]
     sent_before: Option<String>,
+    /// The case was just started from the form (`?da-tao=1`).
+    #[serde(rename = "da-tao")]
+    created: Option<String>,
 }
 
 /// The message after a redirect: the command just recorded, or a form recorded before.
@@ -555,6 +559,9 @@ pub(crate) async fn show(
     let archive = archive_view(&pages, &user, &id).await?;
     let (history, verify) = history_view(&pages, &user, &seen).await?;
     let mut flash = done_message(workflow, query.da.as_deref(), query.sent_before.as_deref());
+    if query.created.is_some() {
+        flash = Some(format!("Đã tạo hồ sơ {id}."));
+    }
     if let Some(doc) = query.numbered.as_deref()
         && let Some(d) = documents
             .iter()

@@ -14,6 +14,7 @@ mod case;
 mod forms;
 mod schedule;
 mod session;
+mod start;
 mod unit;
 mod view;
 
@@ -57,6 +58,7 @@ pub(crate) fn router(app: AppState) -> Router<AppState> {
             get(session::sign_in_page).post(session::sign_in),
         )
         .route("/dang-xuat", post(session::sign_out))
+        .route("/ho-so-moi", get(start::page).post(start::submit))
         .route("/ho-so/{id}", get(case::show))
         .route("/ho-so/{id}/cap-nhat", get(case::updates))
         .route(
@@ -114,12 +116,13 @@ pub(crate) fn payload_too_large(limit: usize) -> Response {
 static VIEWS: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
     let mut h = Handlebars::new();
     h.set_strict_mode(true);
-    let templates: [(&str, &str); 10] = [
+    let templates: [(&str, &str); 11] = [
         ("header", include_str!("assets/header.hbs")),
         ("footer", include_str!("assets/footer.hbs")),
         ("field", include_str!("assets/field.hbs")),
         ("form", include_str!("assets/form.hbs")),
         ("error", include_str!("assets/error.hbs")),
+        ("start", include_str!("assets/start.hbs")),
         ("sign-in", include_str!("assets/sign-in.hbs")),
         ("cases", include_str!("assets/cases.hbs")),
         ("case", include_str!("assets/case.hbs")),
