@@ -10,6 +10,7 @@ mod documents_cli;
 mod events_cli;
 mod exec_cli;
 mod exporters_cli;
+mod leases_cli;
 mod notifications_cli;
 mod remote_cli;
 mod scheduler_cli;

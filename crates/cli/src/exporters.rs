@@ -239,8 +239,18 @@ pub async fn run(store: &Store, config: &Config, command: ExportersCommand) -> R
             if args.once {
                 let mut tasks = tokio::task::JoinSet::new();
                 for r in runners {
+                    // An exporter another process runs now (a daemon) is left to it.
+                    let name = giamsat_server::lease::exporter(r.id());
+                    let Some(lease) = store.try_lease(&name).await? else {
+                        output::line(&format!(
+                            "{}\tskipped: another process (a daemon?) runs it now (lease {name})",
+                            r.id()
+                        ))?;
+                        continue;
+                    };
                     tasks.spawn(async move {
                         let reached = r.run_once().await;
+                        lease.release().await;
                         (r, reached)
                     });
                 }
@@ -266,8 +276,39 @@ pub async fn run(store: &Store, config: &Config, command: ExportersCommand) -> R
                 let (stop, shutdown) = tokio::sync::watch::channel(false);
                 let mut tasks = tokio::task::JoinSet::new();
                 for r in runners {
-                    let shutdown = shutdown.clone();
-                    tasks.spawn(async move { r.run(shutdown).await });
+                    let mut shutdown = shutdown.clone();
+                    let store = store.clone();
+                    // Each exporter runs in one process at a time: this one waits while
+                    // another (a daemon) holds its lease.
+                    tasks.spawn(async move {
+                        let name = giamsat_server::lease::exporter(r.id());
+                        let stopped = async {
+                            let _ = shutdown.wait_for(|stop| *stop).await;
+                        };
+                        let waiting = || {
+                            eprintln!(
+                                "{}: waiting, another process (a daemon?) runs it now (lease {name})",
+                                r.id()
+                            )
+                        };
+                        let Some(lease) = giamsat_server::lease::wait_for_lease(
+                            &store,
+                            &name,
+                            waiting,
+                            stopped,
+                        )
+                        .await
+                        .map_err(|source| giamsat_exporter::RunnerError::Store {
+                            id: r.id().to_owned(),
+                            source,
+                        })?
+                        else {
+                            return Ok(0);
+                        };
+                        let ran = r.run(shutdown).await;
+                        lease.release().await;
+                        ran
+                    });
                 }
                 eprintln!("exporters running; Ctrl-C stops them");
                 let mut term =

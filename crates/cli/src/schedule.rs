@@ -282,6 +282,32 @@ pub async fn run(
         .iter()
         .map(|c| c.schedule())
         .collect::<Result<Vec<_>>>()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    // One scheduler per store: a daemon (or another `scheduler run`) that runs it holds the
+    // lease; this one waits for it, so timers are not fired twice over.
+    let interrupted = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let Some(mut lease) = giamsat_server::lease::wait_for_lease(
+        store,
+        giamsat_server::lease::SCHEDULER,
+        || {
+            eprintln!(
+                "waiting: another process (a daemon or `giamsat scheduler run`) runs the scheduler \
+                 on this store; this one starts when it stops (Ctrl-C gives up)"
+            )
+        },
+        interrupted,
+    )
+    .await?
+    else {
+        eprintln!("stopped before the scheduler lease was free");
+        return Ok(ExitCode::SUCCESS);
+    };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let scheduler = Scheduler::new(
         store.clone(),
@@ -295,18 +321,24 @@ pub async fn run(
         "scheduler running on the {} clock; Ctrl-C stops it",
         clock.describe()
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
     let mut timers = timers;
     let mut crons = crons;
     let mut crons_done = false;
+    let mut check = tokio::time::interval(giamsat_server::lease::CHECK);
+    let mut lost = None;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = hangup.recv() => reload_calendar(store, &scheduler, calendar_dir).await,
+            _ = check.tick() => {
+                if let Err(e) = lease.check().await {
+                    lost = Some(e);
+                    break;
+                }
+            }
             result = &mut timers => {
                 result.context("scheduler task")??;
                 bail!("the scheduler stopped unexpectedly");
@@ -325,6 +357,10 @@ pub async fn run(
     if !crons_done {
         crons.await.context("cron task")??;
     }
+    if let Some(e) = lost {
+        bail!("{e}; the scheduler stopped so that another process can run it");
+    }
+    lease.release().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -288,6 +288,11 @@ impl Runner {
 
     /// How far behind the log's head the exporter is now (read from the store, so a stuck
     /// exporter shows its growing lag).
+    /// The exporter's id (its `[[exporters]]` table's `id`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     pub async fn lag(&self) -> Result<Lag, RunnerError> {
         lag(&self.store, &self.id).await.map_err(|e| self.err(e))
     }

@@ -96,6 +96,32 @@ impl LeaseBoard {
     }
 }
 
+/// For a process of its own that runs one of the daemon's singleton tasks (`giamsat scheduler
+/// run`, `giamsat exporters run`): takes the lease `name`, trying again every [`RETRY`] while
+/// another process (a daemon, or the same command run twice) holds it; `waiting` is called
+/// once, the first time the lease is found taken. `None` when `cancel` finishes first.
+pub async fn wait_for_lease(
+    store: &Store,
+    name: &str,
+    waiting: impl FnOnce(),
+    cancel: impl Future<Output = ()>,
+) -> Result<Option<Lease>, giamsat_store::StoreError> {
+    let mut waiting = Some(waiting);
+    tokio::pin!(cancel);
+    loop {
+        if let Some(lease) = store.try_lease(name).await? {
+            return Ok(Some(lease));
+        }
+        if let Some(say) = waiting.take() {
+            say();
+        }
+        tokio::select! {
+            () = &mut cancel => return Ok(None),
+            () = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
 /// A background task: runs until the receiver turns true, an error restarts it.
 type Task =
     Arc<dyn Fn(watch::Receiver<bool>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
