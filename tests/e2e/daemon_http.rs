@@ -9,15 +9,14 @@
 //! command line.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
 use crate::seed_to_the_end::CONFIG;
 use crate::support::{
-    Answer, Daemon, Http, PATIENCE, Sandbox, create_token, files_under, reference_validates,
-    seed_with_addresses, workflows_dir,
+    Answer, Daemon, Http, PATIENCE, Sandbox, create_token, files_under, only_package,
+    reference_validates, seed_with_addresses, workflows_dir,
 };
 
 const CASE: &str = "tg2024";
@@ -572,17 +571,7 @@ async fn the_seed_supervision_runs_over_http_with_a_token_of_each_role() {
     );
 
     // The archive: one package, valid for our verifier and the reference validator.
-    let bags: Vec<PathBuf> = std::fs::read_dir(s.path("archive"))
-        .expect("archive folder")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    assert_eq!(bags.len(), 1, "{bags:?}");
-    let bag = bags[0].display().to_string();
+    let bag = only_package(&s.path("archive"));
     let w = workflows_dir();
     let valid = s.ok(&[
         "--config",

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::support::{Run, Sandbox};
+use crate::support::{Run, Sandbox, files_under, only_package, reference_validates};
 
 fn repo(path: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,20 +38,6 @@ fn demo(s: &Sandbox, extra: &[&str]) -> Run {
     ];
     args.extend_from_slice(extra);
     s.run(&args)
-}
-
-fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path, ext));
-        } else if path.extension().is_some_and(|e| e == ext) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Runs giamsat inside the demo's folder, with nothing but its own configuration.
@@ -142,34 +128,14 @@ fn the_demo_runs_the_seed_supervision_to_the_archive_in_a_folder_of_its_own() {
     );
 
     // The archive: one bag, which `giamsat archive verify` accepts as well.
-    let bags: Vec<PathBuf> = std::fs::read_dir(out.join("archive"))
-        .expect("the archive folder")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    assert_eq!(bags.len(), 1, "{bags:?}");
-    let bag = bags[0].display().to_string();
+    let bag = only_package(&out.join("archive"));
     let valid = s.ok(&["archive", "verify", &bag]);
     assert!(
         valid.stdout.starts_with("package valid"),
         "{}",
         valid.stdout
     );
-    if let Ok(python) = std::env::var("GIAMSAT_TEST_PYTHON") {
-        let checked = std::process::Command::new(python)
-            .args(["-m", "bagit", "--validate", &bag])
-            .output()
-            .expect("python");
-        assert!(
-            checked.status.success(),
-            "bagit.py: {}",
-            String::from_utf8_lossy(&checked.stderr)
-        );
-    }
+    reference_validates(&bag);
 
     // The folder is a working folder: giamsat run there finds the store, the workflows, the
     // calendars and the exporters by itself.
@@ -202,7 +168,7 @@ fn the_demo_runs_the_seed_supervision_to_the_archive_in_a_folder_of_its_own() {
     // Again into the same folder: refused, and nothing changes; --force replaces it.
     let again = demo(&s, &["--out", "out"]);
     again.fails_with(1, &["out is not empty", "--force"]);
-    assert!(bags[0].is_dir());
+    assert!(Path::new(&bag).is_dir());
     let forced = demo(&s, &["--out", "out", "--force"]);
     assert_eq!(forced.code, 0, "{}", forced.stderr);
     assert!(

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::support::{
-    Run, Sandbox, files_under, reference_validates, seed_with_addresses, workflows_dir,
+    Run, Sandbox, files_under, only_package, reference_validates, seed_with_addresses,
+    workflows_dir,
 };
 
 /// The documents, notifications and archive exporters, writing beside the database.
@@ -355,17 +356,7 @@ fn the_seed_supervision_runs_to_the_archive_with_every_document_and_notification
     );
 
     // The archive: one package, valid for our verifier and the reference validator.
-    let bags: Vec<PathBuf> = std::fs::read_dir(s.path("archive"))
-        .expect("archive folder")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    assert_eq!(bags.len(), 1, "{bags:?}");
-    let bag = bags[0].display().to_string();
+    let bag = only_package(&s.path("archive"));
     let valid = ok(&s, &["archive", "verify", &bag]);
     assert!(
         valid.stdout.starts_with("package valid"),
@@ -373,7 +364,7 @@ fn the_seed_supervision_runs_to_the_archive_with_every_document_and_notification
         valid.stdout
     );
     let meta: Value = serde_json::from_slice(
-        &std::fs::read(bags[0].join("data/metadata.json")).expect("metadata"),
+        &std::fs::read(PathBuf::from(&bag).join("data/metadata.json")).expect("metadata"),
     )
     .expect("json");
     assert_eq!(meta["File"]["FileCode"], "HĐND-TG.2024.GS01");

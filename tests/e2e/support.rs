@@ -447,6 +447,22 @@ pub fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
     out
 }
 
+/// The one package in an archive folder (entries starting with a dot are the exporter's own);
+/// fails when there is none or more than one.
+pub fn only_package(dir: &Path) -> String {
+    let bags: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("the archive folder {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    assert_eq!(bags.len(), 1, "{bags:?}");
+    bags[0].display().to_string()
+}
+
 /// Validates a BagIt package with the reference validator (Python's bagit, which CI installs
 /// and names in GIAMSAT_TEST_PYTHON); outside CI without it, says so and skips.
 pub fn reference_validates(bag: &str) {
