@@ -5,12 +5,13 @@
 //! PostgreSQL runs when `GIAMSAT_TEST_POSTGRES_URL` is set (a fresh schema per test; required
 //! under `CI=true`); SQLite always runs (two daemons on one file, the lease an `flock`ed file).
 
+mod support;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use giamsat_exporter::{Runner, RunnerOptions};
 use giamsat_scheduler::{Clock, ManualClock, Scheduler, SchedulerOptions};
 use giamsat_server::{ExporterEntry, Role, ServeError, ServeOptions, Server, create_token};
@@ -24,26 +25,12 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use support::{root, seed, t};
+
 /// How long a takeover may take before the test fails: a bound against a hung test, not a
 /// speed requirement (a daemon retries every 2 s).
 const TAKEOVER: Duration = Duration::from_secs(15);
 const LEASES: [&str; 2] = ["scheduler", "exporter/documents"];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn start_time() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2024-03-25T08:00:00+07:00")
-        .expect("a time")
-        .with_timezone(&Utc)
-}
-
-fn seed() -> Value {
-    let path = root().join("workflows/giam-sat-chuyen-de/examples/tuan-giao-2024.yaml");
-    let text = std::fs::read_to_string(&path).expect("the seed case");
-    serde_saphyr::from_str(&text).expect("the seed case parses")
-}
 
 /// One daemon: its own store on the shared database, a scheduler, the documents exporter.
 struct Daemon {
@@ -58,7 +45,7 @@ impl Daemon {
         let store = Store::open(url, StoreOptions::default())
             .await
             .expect("a store");
-        let clock = Clock::Manual(ManualClock::new(start_time()));
+        let clock = Clock::Manual(ManualClock::new(t("2024-03-25T08:00:00+07:00")));
         let calendar = giamsat_engine::Calendar::weekends_only();
         let scheduler = Scheduler::new(
             store.clone(),
@@ -241,7 +228,7 @@ async fn admin_token(url: &str) -> String {
         None,
         Some("huyen"),
         "admin:test",
-        start_time(),
+        t("2024-03-25T08:00:00+07:00"),
     )
     .await
     .expect("a token")

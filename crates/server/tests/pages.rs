@@ -4,16 +4,12 @@
 //! the documents exporter, then signs in with a token, keeps the session cookie, reads pages and
 //! posts forms (URL-encoded or multipart) with hyper's client.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use giamsat_exporter::{Runner, RunnerOptions};
-use giamsat_scheduler::{Clock, ManualClock, Scheduler, SchedulerOptions};
-use giamsat_server::{ExporterEntry, Role, ServeError, ServeOptions, Server, create_token};
-use giamsat_store::{Store, StoreOptions};
+use giamsat_server::Role;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::body::Bytes;
@@ -21,41 +17,11 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-const CASE: &str = "tg2024";
-/// A bound on waiting for something the daemon does by itself (the documents exporter): a
-/// safety net against a hung test, never an expected duration.
-const PATIENCE: Duration = Duration::from_secs(60);
+use support::{CASE, Daemon, PATIENCE, root, seed};
+
 /// The name a test gives the first unit, to check that pages escape case data.
 const HOSTILE_NAME: &str = "<script>alert(\"x\")</script> Ủy ban nhân dân huyện";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn t(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text)
-        .expect("an RFC 3339 time")
-        .with_timezone(&Utc)
-}
-
-fn seed() -> Value {
-    let path = root().join("workflows/giam-sat-chuyen-de/examples/tuan-giao-2024.yaml");
-    let text = std::fs::read_to_string(&path).expect("the seed case");
-    serde_saphyr::from_str(&text).expect("the seed case parses")
-}
-
-struct Daemon {
-    addr: SocketAddr,
-    admin: String,
-    store: Store,
-    clock: ManualClock,
-    dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), ServeError>>>,
-}
 
 /// An answer: status, headers and body text.
 #[derive(Debug)]
@@ -111,101 +77,6 @@ fn assert_local(page: &Page) {
 }
 
 impl Daemon {
-    async fn start() -> Daemon {
-        Daemon::start_with(|_| {}).await
-    }
-
-    async fn start_with(edit: impl FnOnce(&mut ServeOptions)) -> Daemon {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let url = format!("sqlite://{}", dir.path().join("giamsat.db").display());
-        let store = Store::open(&url, StoreOptions::default())
-            .await
-            .expect("a store");
-        let clock = ManualClock::new(t("2024-03-25T08:00:00+07:00"));
-        let calendar = giamsat_cases::read_calendar_dir(&root().join("config/calendars"))
-            .expect("the calendars");
-        let scheduler = Scheduler::new(
-            store.clone(),
-            Clock::Manual(clock.clone()),
-            calendar.clone(),
-            SchedulerOptions::default(),
-        );
-        let output = dir.path().join("documents");
-        let documents = giamsat_documents::exporter::DocumentsExporter::from_config(
-            json!({"output": output, "formats": ["html", "md", "docx"]}),
-            store.clone(),
-        )
-        .expect("the documents exporter");
-        let runner = Runner::new(
-            "documents",
-            store.clone(),
-            Arc::new(documents),
-            RunnerOptions {
-                max_attempts: 2,
-                initial_backoff: Duration::from_millis(10),
-                ..RunnerOptions::default()
-            },
-        );
-        let mut options = ServeOptions::new(store.clone(), root().join("workflows"));
-        options.listen = "127.0.0.1:0".parse().expect("an address");
-        options.calendar = calendar;
-        options.clock = Clock::Manual(clock.clone());
-        options.scheduler = Some(scheduler);
-        options.exporters = vec![ExporterEntry {
-            id: "documents".to_owned(),
-            kind: "documents".to_owned(),
-            enabled: true,
-            runner: Arc::new(runner),
-        }];
-        options.documents_dir = Some(output);
-        edit(&mut options);
-        let server = Server::bind(options).await.expect("the daemon binds");
-        let addr = server.local_addr();
-        let admin = server
-            .initial_admin_token()
-            .expect("a first start creates an admin token")
-            .secret
-            .clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
-        Daemon {
-            addr,
-            admin,
-            store,
-            clock,
-            dir,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    async fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await
-                .expect("the daemon task")
-                .expect("the daemon stops cleanly");
-        }
-    }
-
-    async fn token(&self, role: Role, unit: Option<&str>, name: &str) -> String {
-        create_token(
-            &self.store,
-            role,
-            unit,
-            Some(name),
-            "admin:test",
-            self.clock.now(),
-        )
-        .await
-        .expect("a token")
-        .secret
-    }
-
     fn uploads(&self) -> PathBuf {
         self.dir.path().join("uploads")
     }
@@ -310,14 +181,6 @@ impl Daemon {
         })
         .await
         .expect("the documents exporter renders the documents");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
