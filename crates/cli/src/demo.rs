@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use clap::Args;
 use giamsat_cases::{FireOutcome, load_case, run_command, start_case};
 use giamsat_documents::register;
@@ -55,9 +55,14 @@ const ESTABLISHED_AT: &str = "2024-03-20T08:00:00+07:00";
 /// Where the simulated clock of `giamsat serve --demo` starts: the morning the notice is issued.
 const SERVE_FROM: &str = "2024-03-25T07:30:00+07:00";
 /// `giamsat serve --demo`'s default speed: one simulated day every 3 s, so the reports, the
-/// visits and the findings pass in about three minutes and the archive comes after about half an
-/// hour.
+/// visits and the findings pass in about three minutes.
 pub const DEFAULT_SPEED: f64 = 28_800.0;
+/// A stretch without a step of the people longer than this is a quiet one (the months of the
+/// follow-up): `serve --demo` runs through it [`HURRY`] times faster, and slows down again
+/// [`SLOW_BEFORE`] ahead of the next step, so the whole supervision is over in minutes.
+const QUIET: TimeDelta = TimeDelta::days(10);
+const SLOW_BEFORE: TimeDelta = TimeDelta::days(2);
+const HURRY: f64 = 16.0;
 const SECRETARIAT: &str = "secretariat:huyen";
 const DELEGATION: &str = "delegation:trong";
 /// The demo values of the archive exporter's two keys that have no default (DOMAIN.md leaves
@@ -889,7 +894,7 @@ async fn play(store: &Store, config: &Config, out: &Path, started: Instant) -> R
         catch_up(&runners).await?;
     }
     // Anything still due on the last day (nothing, once the case is archived).
-    let last = clock.now() + chrono::TimeDelta::hours(12);
+    let last = clock.now() + TimeDelta::hours(12);
     let firings = scheduler.advance_to(&clock, last).await?;
     tally.firings(&firings)?;
     catch_up(&runners).await?;
@@ -1265,6 +1270,10 @@ impl ServeDemo {
             local(self.from),
             self.speed
         );
+        let steps: Vec<DateTime<Utc>> = script()
+            .iter()
+            .map(|s| s.at().with_timezone(&Utc))
+            .collect();
         for (label, at) in [
             ("reports due (20/04/2024)", "2024-04-21T00:00:00+07:00"),
             ("visits begin (24/04/2024)", "2024-04-24T07:30:00+07:00"),
@@ -1273,11 +1282,11 @@ impl ServeDemo {
             ("closed (03/02/2025)", "2025-02-03T08:00:00+07:00"),
             ("archived (12/01/2026)", "2026-01-12T08:00:00+07:00"),
         ] {
-            let left = (parse_time(at).with_timezone(&Utc) - self.from).num_seconds() as f64;
-            if left > 0.0 {
+            let at = parse_time(at).with_timezone(&Utc);
+            if at > self.from {
                 eprintln!(
                     "demo:   {label} in about {:.1} min",
-                    left / self.speed / 60.0
+                    paced_seconds(self.from, at, &steps, self.speed) / 60.0
                 );
             }
         }
@@ -1310,6 +1319,62 @@ impl ServeDemo {
     }
 }
 
+/// The real seconds the paced demo clock takes from `from` to `to`: quiet stretches between the
+/// steps (longer than [`QUIET`]) run [`HURRY`] times faster until [`SLOW_BEFORE`] ahead of the
+/// next step.
+fn paced_seconds(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    steps: &[DateTime<Utc>],
+    speed: f64,
+) -> f64 {
+    let mut total = 0.0;
+    let mut at = from;
+    for &next in steps
+        .iter()
+        .filter(|&&t| t > from)
+        .chain(std::iter::once(&to))
+    {
+        let end = next.min(to);
+        if end <= at {
+            continue;
+        }
+        let gap = (end - at).num_seconds() as f64;
+        total += if next - at > QUIET {
+            let slow = SLOW_BEFORE.num_seconds() as f64;
+            let hurried = (next - at).num_seconds() as f64 - slow;
+            let hurried_part = hurried.min(gap);
+            hurried_part / (speed * HURRY) + (gap - hurried_part) / speed
+        } else {
+            gap / speed
+        };
+        at = end;
+        if at >= to {
+            break;
+        }
+    }
+    total
+}
+
+/// Waits until the clock reaches `at`; a quiet stretch runs [`HURRY`] times faster on a
+/// simulated clock, back to its own speed [`SLOW_BEFORE`] ahead of `at`.
+async fn wait_for(clock: &Clock, at: DateTime<Utc>) {
+    if let Clock::Simulated(sim) = clock
+        && at - clock.now() > QUIET
+    {
+        let speed = sim.speed();
+        let slow_down = at - SLOW_BEFORE;
+        sim.set_speed(speed * HURRY);
+        while clock.now() < slow_down {
+            clock.sleep_until(slow_down).await;
+        }
+        sim.set_speed(speed);
+    }
+    while clock.now() < at {
+        clock.sleep_until(at).await;
+    }
+}
+
 /// Plays the script on the daemon's clock: each step after `from` when the clock reaches its
 /// time (the earlier ones were played before the daemon started).
 async fn drive(store: Store, clock: Clock, from: DateTime<Utc>) {
@@ -1318,9 +1383,7 @@ async fn drive(store: Store, clock: Clock, from: DateTime<Utc>) {
         if at <= from {
             continue;
         }
-        while clock.now() < at {
-            clock.sleep_until(at).await;
-        }
+        wait_for(&clock, at).await;
         // Numbering waits for the documents exporter to render the draft first.
         let mut attempts = 0;
         loop {
@@ -1353,6 +1416,32 @@ async fn drive(store: Store, clock: Clock, from: DateTime<Utc>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serve_demo_hurries_through_the_quiet_months_only() {
+        let from = parse_time(SERVE_FROM).with_timezone(&Utc);
+        let steps: Vec<DateTime<Utc>> = script()
+            .iter()
+            .map(|s| s.at().with_timezone(&Utc))
+            .collect();
+        let linear = |to: DateTime<Utc>| (to - from).num_seconds() as f64 / DEFAULT_SPEED;
+        // Up to the reports' deadline no stretch is quiet: one simulated day every 3 s.
+        let due = parse_time("2024-04-21T00:00:00+07:00").with_timezone(&Utc);
+        let paced = paced_seconds(from, due, &steps, DEFAULT_SPEED);
+        assert!(
+            (paced - linear(due)).abs() < 1e-6,
+            "{paced} vs {}",
+            linear(due)
+        );
+        // The archive: half an hour at the steady speed, a few minutes paced.
+        let archived = steps.last().copied().expect("steps");
+        let paced = paced_seconds(from, archived, &steps, DEFAULT_SPEED);
+        assert!(linear(archived) > 25.0 * 60.0, "{}", linear(archived));
+        assert!(
+            (3.0 * 60.0..8.0 * 60.0).contains(&paced),
+            "{paced} s to the archive"
+        );
+    }
 
     #[test]
     fn the_script_is_in_time_order_after_the_establishment() {

@@ -74,11 +74,7 @@ impl Clock {
                 tokio::time::sleep(left.min(MAX_SLEEP)).await;
             }
             Clock::Manual(m) => m.sleep_until(at).await,
-            Clock::Simulated(s) => {
-                let left = (at - s.now()).to_std().unwrap_or_default();
-                let real = left.div_f64(s.speed);
-                tokio::time::sleep(real.min(MAX_SLEEP)).await;
-            }
+            Clock::Simulated(s) => s.sleep_until(at).await,
         }
     }
 
@@ -87,7 +83,7 @@ impl Clock {
             Clock::System => "system".to_owned(),
             Clock::Manual(m) => format!("manual (now {})", m.now().to_rfc3339()),
             Clock::Simulated(s) => {
-                format!("simulated from {} at {}x", s.start.to_rfc3339(), s.speed)
+                format!("simulated from {} at {}x", s.origin.to_rfc3339(), s.speed())
             }
         }
     }
@@ -141,9 +137,19 @@ impl ManualClock {
     }
 }
 
-/// A clock that starts at a chosen instant and runs `speed` times faster than real time.
+/// A clock that starts at a chosen instant and runs `speed` times faster than real time. Its
+/// speed may change while it runs ([`SimulatedClock::set_speed`], for a demo that hurries
+/// through quiet months): the time reached so far is kept, and every clone sees the change.
 #[derive(Debug, Clone)]
 pub struct SimulatedClock {
+    origin: DateTime<Utc>,
+    state: Arc<Mutex<SimState>>,
+    changed: Arc<watch::Sender<()>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SimState {
+    /// The simulated time at `real_start`.
     start: DateTime<Utc>,
     real_start: Instant,
     speed: f64,
@@ -152,19 +158,60 @@ pub struct SimulatedClock {
 impl SimulatedClock {
     pub fn new(start: DateTime<Utc>, speed: f64) -> SimulatedClock {
         SimulatedClock {
-            start,
-            real_start: Instant::now(),
-            speed,
+            origin: start,
+            state: Arc::new(Mutex::new(SimState {
+                start,
+                real_start: Instant::now(),
+                speed,
+            })),
+            changed: Arc::new(watch::channel(()).0),
         }
     }
 
+    fn state(&self) -> SimState {
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
-        let elapsed = self.real_start.elapsed().mul_f64(self.speed);
-        self.start + TimeDelta::from_std(elapsed).unwrap_or(TimeDelta::MAX)
+        let s = self.state();
+        let elapsed = s.real_start.elapsed().mul_f64(s.speed);
+        s.start + TimeDelta::from_std(elapsed).unwrap_or(TimeDelta::MAX)
     }
 
     pub fn speed(&self) -> f64 {
-        self.speed
+        self.state().speed
+    }
+
+    /// Runs `speed` times faster than real time from now on (a speed that is not a positive
+    /// number is ignored); sleepers wake and measure again.
+    pub fn set_speed(&self, speed: f64) {
+        if !(speed.is_finite() && speed > 0.0) {
+            return;
+        }
+        {
+            let mut s = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let elapsed = s.real_start.elapsed().mul_f64(s.speed);
+            s.start += TimeDelta::from_std(elapsed).unwrap_or(TimeDelta::MAX);
+            s.real_start = Instant::now();
+            s.speed = speed;
+        }
+        self.changed.send_replace(());
+    }
+
+    async fn sleep_until(&self, at: DateTime<Utc>) {
+        let mut changed = self.changed.subscribe();
+        let left = (at - self.now()).to_std().unwrap_or_default();
+        let real = left.div_f64(self.speed());
+        tokio::select! {
+            () = tokio::time::sleep(real.min(MAX_SLEEP)) => {}
+            _ = changed.changed() => {}
+        }
     }
 }
 
@@ -192,6 +239,40 @@ mod tests {
                 .contains("positive")
         );
         assert!(Clock::parse("wall").unwrap_err().contains("unknown clock"));
+    }
+
+    #[tokio::test]
+    async fn a_simulated_clock_keeps_its_time_when_its_speed_changes_and_wakes_sleepers() {
+        let start = DateTime::parse_from_rfc3339("2024-07-10T08:00:00+07:00")
+            .expect("t")
+            .with_timezone(&Utc);
+        // Slow enough that nothing moves by itself during the test (a year per 10^7 s).
+        let clock = SimulatedClock::new(start, 0.000_001);
+        let sleeper = {
+            let clock = Clock::Simulated(clock.clone());
+            tokio::spawn(async move {
+                let due = start + TimeDelta::days(30);
+                while clock.now() < due {
+                    clock.sleep_until(due).await;
+                }
+                clock.now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!sleeper.is_finished(), "a month away at this speed");
+        let before = clock.now();
+        // A month in about 30 ms: the sleeper wakes well before its 30 s real-time cap.
+        clock.set_speed(86_400.0 * 1_000.0);
+        assert!(clock.now() >= before, "the time so far is kept");
+        assert!(clock.now() < start + TimeDelta::days(1));
+        let woke = tokio::time::timeout(Duration::from_secs(10), sleeper)
+            .await
+            .expect("the sleeper wakes with the new speed")
+            .expect("join");
+        assert!(woke >= start + TimeDelta::days(30));
+        assert_eq!(clock.speed(), 86_400_000.0);
+        clock.set_speed(0.0);
+        assert_eq!(clock.speed(), 86_400_000.0, "a speed of 0 is ignored");
     }
 
     #[tokio::test]
