@@ -427,6 +427,7 @@ pub(crate) fn router(app: AppState) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .route("/api/openapi.json", get(openapi::document))
+        .route("/api/docs", get(openapi::reference))
         .route("/api/verify", get(system::verify))
         .route("/api/clock", get(system::clock).post(system::set_clock))
         .route("/api/workflows", get(system::workflows))

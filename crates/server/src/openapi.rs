@@ -207,6 +207,25 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/api/docs",
+        id: "apiReference",
+        tag: "system",
+        summary: "This document as a web page",
+        description: "The same description as `/api/openapi.json`, as one HTML page served by the daemon itself (no script, nothing loaded from elsewhere): every operation with its parameters, body, answers and errors, and every schema.",
+        auth: false,
+        query: &[],
+        headers: &[],
+        body: Body::None,
+        answers: &[Answer {
+            status: 200,
+            description: "The reference page.",
+            content: Content::Text("text/html; charset=utf-8"),
+            headers: &[],
+        }],
+        errors: &[],
+    },
+    Operation {
+        method: "get",
         path: "/api/verify",
         id: "verify",
         tag: "system",
@@ -1297,6 +1316,11 @@ pub(crate) fn build(workflows: &BTreeMap<String, Workflow>, max_body: usize) -> 
 /// `GET /api/openapi.json` (no token needed).
 pub async fn document(State(app): State<AppState>) -> Json<Value> {
     Json(build(&app.workflows, app.max_body_bytes))
+}
+
+/// `GET /api/docs`: the document as one HTML page (see `pages::api_docs`).
+pub async fn reference(State(app): State<AppState>) -> axum::response::Response {
+    crate::pages::api_reference(&build(&app.workflows, app.max_body_bytes))
 }
 
 #[cfg(test)]

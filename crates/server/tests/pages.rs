@@ -1597,3 +1597,47 @@ async fn the_secretariat_starts_a_case_from_its_data_file() {
     assert!(taken.text.contains("id=\"loi-tao-ho-so\""));
     daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_reference_page_shows_every_operation_of_the_openapi_document() {
+    let mut daemon = Daemon::start().await;
+    // No token, no session: it is public, as /api/openapi.json is.
+    let browser = Browser::new(&daemon);
+    let page = browser.get("/api/docs").await;
+    assert_status(&page, 200);
+    assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
+    assert_local(&page);
+    let document = browser.get("/api/openapi.json").await;
+    assert_status(&document, 200);
+    let document: Value = serde_json::from_str(&document.text).expect("JSON");
+    let mut operations = 0;
+    for (path, methods) in document["paths"].as_object().expect("paths") {
+        for (method, op) in methods.as_object().expect("methods") {
+            operations += 1;
+            let id = op["operationId"].as_str().expect("an operation id");
+            assert!(
+                page.text.contains(&format!("<article id=\"{id}\"")),
+                "{id} is missing"
+            );
+            let heading = format!("<code>{} {path}</code>", method.to_uppercase());
+            assert!(page.text.contains(&heading), "{heading} is missing");
+        }
+    }
+    assert!(operations > 25, "{operations} operations");
+    for schema in document["components"]["schemas"]
+        .as_object()
+        .expect("schemas")
+        .keys()
+    {
+        assert!(
+            page.text
+                .contains(&format!("<article id=\"schema-{schema}\">")),
+            "schema {schema} is missing"
+        );
+    }
+    assert!(
+        page.text
+            .contains("<a href=\"#schema-StartCaseRequest\">StartCaseRequest</a>")
+    );
+    daemon.shutdown().await;
+}

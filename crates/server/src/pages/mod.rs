@@ -10,6 +10,7 @@
 //! Templates are handlebars files embedded in the binary with HTML escaping on (no triple
 //! braces anywhere): every datum of a case reaches the page escaped.
 
+mod api_docs;
 mod case;
 mod forms;
 mod schedule;
@@ -36,6 +37,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::{App, AppState};
 
+pub(crate) use api_docs::api_reference;
 pub(crate) use session::User;
 
 /// What the page handlers share: the daemon and the signed-in browsers.
@@ -116,13 +118,14 @@ pub(crate) fn payload_too_large(limit: usize) -> Response {
 static VIEWS: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
     let mut h = Handlebars::new();
     h.set_strict_mode(true);
-    let templates: [(&str, &str); 11] = [
+    let templates: [(&str, &str); 12] = [
         ("header", include_str!("assets/header.hbs")),
         ("footer", include_str!("assets/footer.hbs")),
         ("field", include_str!("assets/field.hbs")),
         ("form", include_str!("assets/form.hbs")),
         ("error", include_str!("assets/error.hbs")),
         ("start", include_str!("assets/start.hbs")),
+        ("api-docs", include_str!("assets/api-docs.hbs")),
         ("sign-in", include_str!("assets/sign-in.hbs")),
         ("cases", include_str!("assets/cases.hbs")),
         ("case", include_str!("assets/case.hbs")),
