@@ -22,6 +22,8 @@ use crate::error::ApiError;
 
 /// The stream of token records.
 pub const TOKENS_STREAM: &str = "tokens";
+/// The stream of web sessions (`pages::session`): like the tokens, for admins' eyes only.
+pub const SESSIONS_STREAM: &str = "sessions";
 pub const TOKEN_CREATED_EVENT: &str = "TokenCreated";
 pub const TOKEN_REVOKED_EVENT: &str = "TokenRevoked";
 /// Every token starts with this, so that a leaked one is easy to recognise.
@@ -490,6 +492,29 @@ impl TokenRegistry {
             *state = (tokens, active);
         }
         Ok(())
+    }
+
+    /// The active token with this id (a web session holds the id, never the secret); an unknown
+    /// one makes the registry read the log once more.
+    pub(crate) async fn active_by_id(
+        &self,
+        store: &Store,
+        id: &str,
+    ) -> Result<Option<TokenInfo>, TokenError> {
+        let find = |registry: &TokenRegistry| {
+            registry
+                .read()
+                .0
+                .all
+                .get(id)
+                .map(|(info, _)| info.clone())
+                .filter(|info| !info.is_revoked())
+        };
+        if let Some(info) = find(self) {
+            return Ok(Some(info));
+        }
+        self.refresh(store).await?;
+        Ok(find(self))
     }
 
     /// How many tokens are active.

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::AppState;
-use crate::auth::{Principal, Role, TOKENS_STREAM};
+use crate::auth::{Principal, Role, SESSIONS_STREAM, TOKENS_STREAM};
 use crate::cases::event_view;
 use crate::error::ApiError;
 use crate::extract::Q;
@@ -82,10 +82,12 @@ impl Feed {
         }
     }
 
-    /// The event as the client may see it: token records only for admins; for a unit token
+    /// The event as the client may see it: token and session records only for admins; for a unit token
     /// only case events of its cases, redacted.
     async fn view(&mut self, event: &RecordedEvent) -> Option<serde_json::Value> {
-        if event.stream_id == TOKENS_STREAM && self.principal.role() != Role::Admin {
+        if (event.stream_id == TOKENS_STREAM || event.stream_id == SESSIONS_STREAM)
+            && self.principal.role() != Role::Admin
+        {
             return None;
         }
         let Some(unit) = self.principal.unit().map(str::to_owned) else {

@@ -2,19 +2,22 @@
 //!
 //! The cookie holds a random session id (32 bytes, hex), never the token: the token is a
 //! long-lived bearer credential for the whole API, while a session id is worth nothing once the
-//! session ends (sign-out, 8 hours idle, 24 hours old, a restart of the daemon), and signing out
-//! really ends it on the server. The daemon keeps each session in memory (keyed by the SHA-256
-//! of its id) with its token and its form token; every request authenticates the token again,
-//! so a revoked token ends its sessions at once. The price: sessions do not survive a restart
-//! and are not shared between daemons (a load balancer in front of several daemons needs
-//! sticky sessions).
+//! session ends (sign-out, 8 hours idle, 24 hours old), and signing out really ends it on the
+//! server. A session is recorded in the log (stream `sessions`: `SessionStarted` with the
+//! SHA-256 of its id, the token's id and the time; `SessionEnded` on sign-out), never with the
+//! token's secret or the session id itself, so a session survives a restart of the daemon and
+//! works on every daemon of a shared database (one that does not know it reads the stream), and
+//! who signed in when stays on record. Every request checks the token again by its id, so a
+//! revoked token ends its sessions at once. Idleness is counted in memory, from the last request
+//! a daemon served (or its start).
 //!
-//! Every form carries the session's form token (`csrf`, a hidden field) and a POST without the
-//! right one is refused; a POST whose `Origin` or `Sec-Fetch-Site` says it comes from another
-//! site is refused before that. The cookie is `HttpOnly; SameSite=Strict; Path=/` (and `Secure`
-//! behind a proxy that says the request came over HTTPS).
+//! Every form carries the session's form token (`csrf`, a hidden field; derived from the session
+//! id, so it needs no storage) and a POST without the right one is refused; a POST whose
+//! `Origin` or `Sec-Fetch-Site` says it comes from another site is refused before that. The
+//! cookie is `HttpOnly; SameSite=Strict; Path=/` (and `Secure` behind a proxy that says the
+//! request came over HTTPS).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,13 +27,16 @@ use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use giamsat_store::{Direction, Store};
+use giamsat_types::{EventMetadata, ExpectedVersion, NewEvent, StreamId};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::forms::FormData;
 use super::{PageError, Pages, page_context, render, see_other};
-use crate::auth::{Principal, TokenError};
+use crate::auth::{Principal, SESSIONS_STREAM, TokenError, TokenInfo};
 
 /// The session cookie's name.
 pub(crate) const COOKIE_NAME: &str = "giamsat_phien";
@@ -41,30 +47,43 @@ const IDLE: Duration = Duration::from_secs(8 * 3600);
 /// A session ends this long after sign-in, used or not.
 const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// A session: the token it acts with and its form token (neither is ever logged).
+const SESSION_STARTED: &str = "SessionStarted";
+const SESSION_ENDED: &str = "SessionEnded";
+
+/// A session: the id of the token it acts with, when it started, when it was last used here.
 struct Session {
-    token: String,
-    csrf: String,
-    created: Instant,
+    token_id: String,
+    started: DateTime<Utc>,
     last_seen: Instant,
 }
 
 impl Session {
     fn expired(&self, now: Instant) -> bool {
-        now.duration_since(self.last_seen) > IDLE || now.duration_since(self.created) > MAX_AGE
+        now.duration_since(self.last_seen) > IDLE
+            || (Utc::now() - self.started).to_std().unwrap_or_default() > MAX_AGE
     }
 }
 
-/// The signed-in browsers of this daemon.
+#[derive(Default)]
+struct Known {
+    /// Live sessions by the SHA-256 of their id.
+    live: HashMap<String, Session>,
+    /// Sessions ended (signed out, expired, their token revoked), by hash.
+    ended: HashSet<String>,
+    /// The version of `sessions` folded so far.
+    version: u64,
+}
+
+/// The signed-in browsers, as the log records them.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    by_hash: Mutex<HashMap<String, Session>>,
+    known: Mutex<Known>,
 }
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sessions")
-            .field("live", &self.lock().len())
+            .field("live", &self.lock().live.len())
             .finish()
     }
 }
@@ -80,48 +99,154 @@ fn id_hash(id: &str) -> String {
     hex::encode(Sha256::digest(id.as_bytes()))
 }
 
+/// The form token of a session: derived from its id (which only the browser and no log holds).
+fn csrf_of(id: &str) -> String {
+    hex::encode(Sha256::digest(
+        format!("giamsat-form-token:{id}").as_bytes(),
+    ))
+}
+
+fn stream() -> StreamId {
+    StreamId::new(SESSIONS_STREAM.to_owned()).expect("a valid stream id")
+}
+
+fn store_error(e: giamsat_store::StoreError) -> PageError {
+    PageError::from(crate::error::ApiError::from(e))
+}
+
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.by_hash
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts a session for `token`; returns the session id for the cookie.
-    fn start(&self, token: &str) -> Result<String, PageError> {
+    /// Folds the session events not seen yet (another daemon's sign-ins and sign-outs).
+    async fn catch_up(&self, store: &Store) -> Result<(), PageError> {
+        loop {
+            let from = self.lock().version + 1;
+            let page = store
+                .read_stream(&stream(), Direction::Forward, Some(from), 1000)
+                .await
+                .map_err(store_error)?;
+            let done = page.len() < 1000;
+            let mut known = self.lock();
+            for event in &page {
+                if event.stream_version <= known.version {
+                    continue;
+                }
+                known.version = event.stream_version;
+                let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                let Some(hash) = data["session"].as_str().map(str::to_owned) else {
+                    continue;
+                };
+                match event.event_type.as_str() {
+                    SESSION_STARTED => {
+                        let started = data["started_at"]
+                            .as_str()
+                            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                            .map_or(DateTime::<Utc>::MIN_UTC, |t| t.with_timezone(&Utc));
+                        if !known.ended.contains(&hash) {
+                            known.live.entry(hash).or_insert(Session {
+                                token_id: data["token"].as_str().unwrap_or_default().to_owned(),
+                                started,
+                                last_seen: Instant::now(),
+                            });
+                        }
+                    }
+                    SESSION_ENDED => {
+                        known.live.remove(&hash);
+                        known.ended.insert(hash);
+                    }
+                    _ => {}
+                }
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts a session for a token and records it; returns the session id for the cookie.
+    async fn start(&self, store: &Store, token: &TokenInfo) -> Result<String, PageError> {
         let id = random_hex(32)?;
-        let csrf = random_hex(32)?;
+        let hash = id_hash(&id);
+        let started = Utc::now();
+        let event = NewEvent::new(
+            SESSION_STARTED,
+            &json!({
+                "session": hash,
+                "token": token.id,
+                "started_at": started.to_rfc3339_opts(SecondsFormat::Secs, true),
+            }),
+        )
+        .with_metadata(&EventMetadata {
+            actor: Some(token.actor_text()),
+            source: Some("giamsat".to_owned()),
+            ..EventMetadata::default()
+        });
+        store
+            .append(&stream(), ExpectedVersion::Any, vec![event])
+            .await
+            .map_err(store_error)?;
         let now = Instant::now();
-        let mut map = self.lock();
-        map.retain(|_, s| !s.expired(now));
-        map.insert(
-            id_hash(&id),
+        let mut known = self.lock();
+        known.live.retain(|_, s| !s.expired(now));
+        known.live.insert(
+            hash,
             Session {
-                token: token.to_owned(),
-                csrf,
-                created: now,
+                token_id: token.id.clone(),
+                started,
                 last_seen: now,
             },
         );
         Ok(id)
     }
 
-    /// The token and form token of a live session (and marks it used).
-    fn touch(&self, id: &str) -> Option<(String, String)> {
-        let now = Instant::now();
+    /// The token id and form token of a live session (and marks it used); a session this
+    /// daemon does not know is looked for in the log.
+    async fn touch(&self, store: &Store, id: &str) -> Option<(String, String)> {
         let key = id_hash(id);
-        let mut map = self.lock();
-        let session = map.get_mut(&key)?;
+        let known = {
+            let k = self.lock();
+            k.live.contains_key(&key) || k.ended.contains(&key)
+        };
+        if !known && let Err(e) = self.catch_up(store).await {
+            tracing::warn!(error = %e.message, "sessions not read from the log");
+        }
+        let now = Instant::now();
+        let mut k = self.lock();
+        let session = k.live.get_mut(&key)?;
         if session.expired(now) {
-            map.remove(&key);
+            k.live.remove(&key);
+            k.ended.insert(key);
             return None;
         }
         session.last_seen = now;
-        Some((session.token.clone(), session.csrf.clone()))
+        Some((session.token_id.clone(), csrf_of(id)))
     }
 
-    fn end(&self, id: &str) {
-        self.lock().remove(&id_hash(id));
+    /// Ends a session here and records it, so that every daemon ends it.
+    async fn end(&self, store: &Store, id: &str, actor: &str) {
+        let hash = id_hash(id);
+        {
+            let mut k = self.lock();
+            k.live.remove(&hash);
+            k.ended.insert(hash.clone());
+        }
+        let event = NewEvent::new(SESSION_ENDED, &json!({ "session": hash })).with_metadata(
+            &EventMetadata {
+                actor: Some(actor.to_owned()),
+                source: Some("giamsat".to_owned()),
+                ..EventMetadata::default()
+            },
+        );
+        if let Err(e) = store
+            .append(&stream(), ExpectedVersion::Any, vec![event])
+            .await
+        {
+            tracing::warn!(error = %e, "the end of a session was not recorded");
+        }
     }
 }
 
@@ -252,13 +377,13 @@ impl FromRequestParts<Pages> for User {
         let Some(id) = cookie_session(&parts.headers) else {
             return Err(sign_in_redirect(parts));
         };
-        let Some((token, csrf)) = pages.sessions.touch(&id) else {
+        let Some((token, csrf)) = pages.sessions.touch(&pages.app.store, &id).await else {
             return Err(sign_in_redirect(parts));
         };
         match pages
             .app
             .tokens
-            .authenticate(&pages.app.store, &token)
+            .active_by_id(&pages.app.store, &token)
             .await
         {
             Ok(Some(info)) => Ok(User {
@@ -268,7 +393,10 @@ impl FromRequestParts<Pages> for User {
             }),
             Ok(None) => {
                 tracing::info!(path = %parts.uri.path(), "session ended: its token was revoked");
-                pages.sessions.end(&id);
+                pages
+                    .sessions
+                    .end(&pages.app.store, &id, "system:giamsat")
+                    .await;
                 Err(sign_in_redirect(parts))
             }
             Err(TokenError::Store(e)) => {
@@ -282,11 +410,11 @@ impl FromRequestParts<Pages> for User {
 /// The browser's user when it has a live session, without redirecting.
 async fn current_user(pages: &Pages, headers: &HeaderMap) -> Option<User> {
     let id = cookie_session(headers)?;
-    let (token, csrf) = pages.sessions.touch(&id)?;
+    let (token, csrf) = pages.sessions.touch(&pages.app.store, &id).await?;
     let info = pages
         .app
         .tokens
-        .authenticate(&pages.app.store, &token)
+        .active_by_id(&pages.app.store, &token)
         .await
         .ok()??;
     Some(User {
@@ -303,7 +431,7 @@ pub(crate) struct SignInQuery {
     signed_out: Option<String>,
 }
 
-fn sign_in_view(next: &str, error: Option<&str>, notice: Option<&str>) -> serde_json::Value {
+fn sign_in_view(next: &str, error: Option<&str>, notice: Option<&str>) -> Value {
     let mut page = page_context(None, "Đăng nhập");
     page["flash"] = json!(notice);
     json!({ "page": page, "next": next, "error": error })
@@ -369,7 +497,7 @@ pub(crate) async fn sign_in(
         .await
     {
         Ok(Some(info)) => {
-            let id = pages.sessions.start(&token)?;
+            let id = pages.sessions.start(&pages.app.store, &info).await?;
             tracing::info!(token = %info.name, role = %info.role, "signed in to the web pages");
             let mut response = see_other(&next);
             response
@@ -398,7 +526,14 @@ pub(crate) async fn sign_out(
     check_origin(&headers)?;
     let form = FormData::parse(&headers, &body)?;
     user.check_csrf(&form)?;
-    pages.sessions.end(&user.session);
+    pages
+        .sessions
+        .end(
+            &pages.app.store,
+            &user.session,
+            &user.principal.0.actor_text(),
+        )
+        .await;
     tracing::info!(token = %user.principal.0.name, "signed out of the web pages");
     let mut response = see_other("/dang-nhap?da-dang-xuat=1");
     response
@@ -408,7 +543,7 @@ pub(crate) async fn sign_out(
 }
 
 /// The page context of a signed-in user.
-pub(crate) fn context(user: &User, title: &str) -> serde_json::Value {
+pub(crate) fn context(user: &User, title: &str) -> Value {
     page_context(Some(user), title)
 }
 
@@ -433,14 +568,50 @@ mod tests {
         assert!(!constant_time_eq(b"ab", b"abc"));
     }
 
-    #[test]
-    fn sessions_end_and_ids_are_not_stored() {
-        let sessions = Sessions::default();
-        let id = sessions.start("gs_x").expect("a session");
-        assert!(!sessions.lock().contains_key(&id));
-        assert_eq!(sessions.touch(&id).map(|(t, _)| t).as_deref(), Some("gs_x"));
-        sessions.end(&id);
-        assert!(sessions.touch(&id).is_none());
+    #[tokio::test]
+    async fn sessions_are_in_the_log_without_their_ids_and_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url, giamsat_store::StoreOptions::default())
+            .await
+            .expect("a store");
+        let token = crate::auth::create_token(
+            &store,
+            crate::auth::Role::Secretariat,
+            None,
+            Some("huyen"),
+            "admin:test",
+            Utc::now(),
+        )
+        .await
+        .expect("a token");
+        let here = Sessions::default();
+        let id = here.start(&store, &token.info).await.expect("a session");
+        let (token_id, csrf) = here.touch(&store, &id).await.expect("live");
+        assert_eq!(token_id, token.info.id);
+        assert_eq!(csrf, csrf_of(&id));
+        // The log holds the session's hash and the token's id, neither secret.
+        let events = store
+            .read_stream(&stream(), Direction::Forward, Some(1), 10)
+            .await
+            .expect("the sessions");
+        assert_eq!(events.len(), 1);
+        assert!(!events[0].data.contains(&id) && !events[0].data.contains(&token.secret));
+        assert!(events[0].data.contains(&id_hash(&id)));
+        // Another daemon (or this one restarted) finds it in the log.
+        let restarted = Sessions::default();
+        assert_eq!(
+            restarted.touch(&store, &id).await.map(|(t, _)| t),
+            Some(token.info.id.clone())
+        );
+        assert!(restarted.touch(&store, "00ff").await.is_none());
+        // Ended on one, ended on every one.
+        here.end(&store, &id, "secretariat:huyen").await;
+        assert!(here.touch(&store, &id).await.is_none());
+        let third = Sessions::default();
+        assert!(third.touch(&store, &id).await.is_none());
+        restarted.catch_up(&store).await.expect("catch up");
+        assert!(restarted.touch(&store, &id).await.is_none());
     }
 
     #[test]
