@@ -180,6 +180,166 @@ fn event_data(case: &str, event: &RecordedEvent) -> Result<CaseEventData, CaseEr
     })
 }
 
+/// How many cases a [`CaseCache`] keeps by default.
+pub const DEFAULT_CASE_CACHE: usize = 1024;
+
+/// Folded cases kept in memory, by case id, so that a request does not read and fold a case's
+/// whole stream again. An entry is the case at some stream version; because the log is
+/// append-only, that state stays true of those events forever, and [`CaseCache::load`] brings it
+/// up to date by reading only the events after that version (usually none: one indexed query).
+/// So nothing has to be invalidated, and appends by other processes are seen as soon as they
+/// are committed. A newer version replaces an older one, never the reverse. The least recently
+/// used case goes when more than `capacity` are kept; 0 keeps none.
+///
+/// A cache belongs to one store: the same case id in another database is another case.
+#[derive(Debug)]
+pub struct CaseCache {
+    capacity: usize,
+    inner: Mutex<CacheEntries>,
+}
+
+#[derive(Debug, Default)]
+struct CacheEntries {
+    /// Case id → (the case, when it was last used).
+    cases: HashMap<String, (std::sync::Arc<LoadedCase>, u64)>,
+    clock: u64,
+}
+
+impl Default for CaseCache {
+    fn default() -> CaseCache {
+        CaseCache::new(DEFAULT_CASE_CACHE)
+    }
+}
+
+impl CaseCache {
+    pub fn new(capacity: usize) -> CaseCache {
+        CaseCache {
+            capacity,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheEntries> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The kept state of a case, at whatever version it was kept.
+    fn get(&self, id: &str) -> Option<std::sync::Arc<LoadedCase>> {
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let now = inner.clock;
+        let (case, used) = inner.cases.get_mut(id)?;
+        *used = now;
+        Some(case.clone())
+    }
+
+    /// Keeps `case` unless a newer version of it is kept already; returns `case`.
+    pub fn insert(&self, case: std::sync::Arc<LoadedCase>) -> std::sync::Arc<LoadedCase> {
+        if self.capacity == 0 {
+            return case;
+        }
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let now = inner.clock;
+        match inner.cases.get_mut(&case.state.id) {
+            Some((kept, used)) => {
+                if kept.state.stream_version < case.state.stream_version {
+                    *kept = case.clone();
+                }
+                *used = now;
+            }
+            None => {
+                if inner.cases.len() >= self.capacity {
+                    let oldest = inner
+                        .cases
+                        .iter()
+                        .min_by_key(|(_, (_, used))| *used)
+                        .map(|(id, _)| id.clone());
+                    if let Some(oldest) = oldest {
+                        inner.cases.remove(&oldest);
+                    }
+                }
+                inner
+                    .cases
+                    .insert(case.state.id.clone(), (case.clone(), now));
+            }
+        }
+        case
+    }
+
+    /// The case as [`load_case`] would return it now: the kept state with the events appended
+    /// since it was kept folded in (read from the store), or the whole stream when none is
+    /// kept. `None` when the case has no events.
+    pub async fn load(
+        &self,
+        store: &Store,
+        id: &str,
+    ) -> Result<Option<std::sync::Arc<LoadedCase>>, CaseError> {
+        let Some(kept) = self.get(id) else {
+            return Ok(load_case(store, id)
+                .await?
+                .map(|case| self.insert(std::sync::Arc::new(case))));
+        };
+        let new = read_after(store, id, kept.state.stream_version).await?;
+        if new.is_empty() {
+            return Ok(Some(kept));
+        }
+        // Evolved in place when nobody else holds the kept state (no copy), else on a copy.
+        {
+            let mut inner = self.lock();
+            if inner
+                .cases
+                .get(id)
+                .is_some_and(|(c, _)| std::sync::Arc::ptr_eq(c, &kept))
+            {
+                inner.cases.remove(id);
+            }
+        }
+        let mut case = std::sync::Arc::unwrap_or_clone(kept);
+        for event in new {
+            case.state
+                .evolve(&event_data(id, &event)?, event.stream_version);
+            case.events.push(event);
+        }
+        Ok(Some(self.insert(std::sync::Arc::new(case))))
+    }
+
+    /// The case at stream version `version` or later: the kept state when it is that recent
+    /// (no read), else as [`CaseCache::load`].
+    pub async fn load_at_least(
+        &self,
+        store: &Store,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<std::sync::Arc<LoadedCase>>, CaseError> {
+        if let Some(kept) = self.get(id)
+            && kept.state.stream_version >= version
+        {
+            return Ok(Some(kept));
+        }
+        self.load(store, id).await
+    }
+}
+
+/// The events of a case after stream version `after`, in order.
+async fn read_after(store: &Store, id: &str, after: u64) -> Result<Vec<RecordedEvent>, CaseError> {
+    let stream = case_stream(id)?;
+    let mut out = Vec::new();
+    loop {
+        let from = after + 1 + out.len() as u64;
+        let page = store
+            .read_stream(&stream, Direction::Forward, Some(from), PAGE)
+            .await?;
+        let done = page.len() < PAGE;
+        out.extend(page);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
 /// Folds into `case` the events appended to it since it was read: what [`load_case`] would
 /// return now, reading only the new events.
 async fn catch_up(store: &Store, mut case: LoadedCase) -> Result<LoadedCase, CaseError> {
@@ -629,6 +789,63 @@ pub async fn run_command_on(
         }
     }
     Err(CaseError::Contended(case.state.id))
+}
+
+/// As [`run_command_on`], through `cache`: decided on `case` (as the cache gave it) with
+/// `workflow`, the definition the case is pinned to; after a lost race the case is brought up to
+/// date through the cache and the command decided again. Returns the case after the command (it
+/// and any events another writer appended before the answer), which the cache keeps.
+pub async fn run_command_cached(
+    store: &Store,
+    cache: &CaseCache,
+    workflow: &Workflow,
+    mut case: std::sync::Arc<LoadedCase>,
+    request: CommandRequest,
+) -> Result<(std::sync::Arc<LoadedCase>, Vec<CaseEvent>), CaseError> {
+    let id = case.state.id.clone();
+    let stream = case_stream(&id)?;
+    let first = event_id(request.id, 0);
+    let mut attempt = 0;
+    while attempt < RETRIES {
+        // The same command again (a retry after a lost answer): it has already been applied.
+        if case.events.iter().any(|e| e.event_id == first) {
+            return Ok((case, Vec::new()));
+        }
+        let events = decide(workflow, &case.state, &request).map_err(CaseError::Rejected)?;
+        let new: Vec<NewEvent> = events
+            .iter()
+            .map(|e| to_new_event(e, &request.actor, request.id))
+            .collect();
+        let base = case.state.stream_version;
+        match store
+            .append(&stream, ExpectedVersion::Exact(base), new)
+            .await
+        {
+            Ok(_) => {
+                // Let go of the state decided on, so that the cache can evolve it in place.
+                drop(case);
+                // These events took the versions after `base`: any state at least that recent
+                // holds them.
+                let after = cache
+                    .load_at_least(store, &id, base + events.len() as u64)
+                    .await?
+                    .ok_or_else(|| CaseError::NotFound(id.clone()))?;
+                return Ok((after, events));
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => {
+                attempt += 1;
+                let spread = u64::from(request.id.as_bytes()[15] % 8);
+                let pause = u64::from(attempt.min(10)) * 2 + spread;
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                case = cache
+                    .load(store, &id)
+                    .await?
+                    .ok_or_else(|| CaseError::NotFound(id.clone()))?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CaseError::Contended(id))
 }
 
 /// Ids of every case, in id order.

@@ -11,6 +11,7 @@ use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 use crate::case::{Actor, AppliedEffect, CaseEvent, CaseEventData, CaseState, Pin};
+use crate::context::Context;
 use crate::definition::{
     CompareOp, Condition, Effect, EntitySource, EntityStates, Message, Operand,
 };
@@ -174,7 +175,12 @@ pub fn start(
     }
     let at = at_text(&request.at);
     let today = at.get(..10).unwrap_or_default().to_owned();
-    let context = json!({ "input": input, "case": input, "now": at, "today": today, "stage": "" });
+    let mut members = Map::new();
+    members.insert("input".to_owned(), input.clone());
+    members.insert("now".to_owned(), Value::String(at.clone()));
+    members.insert("today".to_owned(), Value::String(today));
+    members.insert("stage".to_owned(), Value::String(String::new()));
+    let context = Context::new(&input, members);
     let mut effects = vec![AppliedEffect::Stage {
         from: String::new(),
         to: def.start.stage.value.clone(),
@@ -214,7 +220,7 @@ fn schema_version(workflow: &Workflow, event_type: &str) -> u32 {
 
 fn create_entities(
     source: &EntitySource,
-    context: &Value,
+    context: &Context<'_>,
     state: &CaseState,
     refuse: &Refuse<'_>,
 ) -> Result<Vec<AppliedEffect>, Rejection> {
@@ -321,15 +327,18 @@ pub fn decide(
 
     let at = at_text(&request.at);
     let params = parameters(workflow, state);
-    let mut context = json!({
-        "input": input,
-        "case": state.data,
-        "stage": state.stage,
-        "now": at,
-        "today": at.get(..10).unwrap_or_default(),
-        "actor": request.actor,
-        "params": params,
-    });
+    // The case data is borrowed, not copied into the context.
+    let mut members = Map::new();
+    members.insert("input".to_owned(), input.clone());
+    members.insert("stage".to_owned(), Value::String(state.stage.clone()));
+    members.insert("now".to_owned(), Value::String(at.clone()));
+    members.insert(
+        "today".to_owned(),
+        Value::String(at.get(..10).unwrap_or_default().to_owned()),
+    );
+    members.insert("actor".to_owned(), json!(request.actor));
+    members.insert("params".to_owned(), params);
+    let mut context = Context::new(&state.data, members);
 
     let target = match &command.target {
         None => None,
@@ -386,13 +395,13 @@ pub fn decide(
                 map.insert("key".to_owned(), Value::String(key.clone()));
                 map.insert("state".to_owned(), Value::String(entity.state.clone()));
             }
-            context["target"] = data;
+            context.set("target", data);
             Some((collection, key, entity.state.clone()))
         }
     };
 
     for check in &command.checks {
-        if !holds(&check.require, &context, state) {
+        if !holds_in(&check.require, &context, state) {
             return Err(refuse.message(&check.code, &check.message));
         }
     }
@@ -402,7 +411,7 @@ pub fn decide(
         if effect
             .when
             .as_ref()
-            .is_some_and(|c| !holds(c, &context, state))
+            .is_some_and(|c| !holds_in(c, &context, state))
         {
             continue;
         }
@@ -417,20 +426,39 @@ pub fn decide(
         pin: None,
         timer: None,
     };
-    // Stage changes that follow from the new state, recorded in the same event.
+    // Stage changes that follow from the new state, recorded in the same event. The state
+    // after the effects is only needed (and copied) when a transition leaves its stage.
+    let stage_after = data
+        .effects
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            AppliedEffect::Stage { to, .. } => Some(to),
+            _ => None,
+        })
+        .unwrap_or(&state.stage);
+    let transitions = &workflow.definition.transitions;
+    if !transitions.iter().any(|t| t.from.value == *stage_after) {
+        return Ok(vec![CaseEvent {
+            event_id: event_id(request.id, 0),
+            event_type: command.emit.value.clone(),
+            schema_version: schema_version(workflow, &command.emit.value),
+            data,
+        }]);
+    }
+    let mut members = context.into_members();
     let mut after = state.clone();
     for effect in &data.effects {
         after.apply(effect, &data);
     }
     let mut data = data;
     for _ in 0..workflow.definition.stages.len() {
-        context["case"] = after.data.clone();
-        context["stage"] = Value::String(after.stage.clone());
-        let next = workflow
-            .definition
-            .transitions
+        members.insert("stage".to_owned(), Value::String(after.stage.clone()));
+        let context = Context::new(&after.data, members);
+        let next = transitions
             .iter()
-            .find(|t| t.from.value == after.stage && holds(&t.when, &context, &after));
+            .find(|t| t.from.value == after.stage && holds_in(&t.when, &context, &after));
+        members = context.into_members();
         let Some(t) = next else { break };
         let effect = AppliedEffect::Stage {
             from: after.stage.clone(),
@@ -449,7 +477,7 @@ pub fn decide(
 
 fn resolve(
     effect: &Effect,
-    context: &Value,
+    context: &Context<'_>,
     state: &CaseState,
     target: Option<&(String, String, String)>,
     refuse: &Refuse<'_>,
@@ -503,7 +531,7 @@ fn resolve(
 
 fn fields(
     spec: &std::collections::BTreeMap<String, String>,
-    context: &Value,
+    context: &Context<'_>,
 ) -> Map<String, Value> {
     spec.iter()
         .filter_map(|(field, pointer)| {
@@ -525,7 +553,7 @@ fn parameters(workflow: &Workflow, state: &CaseState) -> Value {
     Value::Object(out)
 }
 
-fn operand<'v>(o: &'v Operand, context: &'v Value) -> Option<&'v Value> {
+fn operand<'v>(o: &'v Operand, context: &'v Context<'_>) -> Option<&'v Value> {
     match o {
         Operand::Pointer(p) => context.pointer(p),
         Operand::Literal { value } => Some(value),
@@ -573,12 +601,16 @@ fn in_states(state: &CaseState, es: &EntityStates) -> (usize, usize) {
 
 /// Evaluates a condition against the context document and the case's entities.
 pub fn holds(condition: &Condition, context: &Value, state: &CaseState) -> bool {
+    holds_in(condition, &Context::of(context), state)
+}
+
+fn holds_in(condition: &Condition, context: &Context<'_>, state: &CaseState) -> bool {
     match condition {
         Condition::Stage(s) => state.stage == s.value,
         Condition::StageIn(list) => list.iter().any(|s| s.value == state.stage),
-        Condition::All(list) => list.iter().all(|c| holds(c, context, state)),
-        Condition::Any(list) => list.iter().any(|c| holds(c, context, state)),
-        Condition::Not(c) => !holds(c, context, state),
+        Condition::All(list) => list.iter().all(|c| holds_in(c, context, state)),
+        Condition::Any(list) => list.iter().any(|c| holds_in(c, context, state)),
+        Condition::Not(c) => !holds_in(c, context, state),
         Condition::Every(es) => {
             let (matching, total) = in_states(state, es);
             total > 0 && matching == total
@@ -593,8 +625,8 @@ pub fn holds(condition: &Condition, context: &Value, state: &CaseState) -> bool 
         Condition::Each(each) => match context.pointer(&each.array) {
             Some(Value::Array(items)) => items.iter().all(|item| {
                 let mut scoped = context.clone();
-                scoped["item"] = item.clone();
-                holds(&each.require, &scoped, state)
+                scoped.set("item", item.clone());
+                holds_in(&each.require, &scoped, state)
             }),
             _ => true,
         },

@@ -9,6 +9,7 @@
 
 mod calendar;
 mod case;
+mod context;
 mod decide;
 mod definition;
 pub mod golden;

@@ -15,10 +15,11 @@ use chrono::{
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::calendar::Calendar;
 use crate::case::CaseState;
+use crate::context::Context;
 use crate::definition::{LatePolicy, Operand, TimerDecl};
 use crate::load::Workflow;
 
@@ -292,14 +293,16 @@ pub fn timers(workflow: &Workflow, state: &CaseState, calendar: &Calendar) -> Ve
         .stages
         .last()
         .map_or(state.started_at.clone(), |s| s.at.clone());
-    let base = json!({
-        "case": state.data,
-        "case_id": state.id,
-        "stage": state.stage,
-        "stage_since": stage_since,
-        "started_at": state.started_at,
-        "params": params,
-    });
+    let mut members = Map::new();
+    members.insert("case_id".to_owned(), Value::String(state.id.clone()));
+    members.insert("stage".to_owned(), Value::String(state.stage.clone()));
+    members.insert("stage_since".to_owned(), Value::String(stage_since));
+    members.insert(
+        "started_at".to_owned(),
+        Value::String(state.started_at.clone()),
+    );
+    members.insert("params".to_owned(), Value::Object(params.clone()));
+    let base = Context::new(&state.data, members);
     // One context for every timer and entity: only `target` and `due` change between them, so
     // the case data is never copied.
     let mut context = base;
@@ -331,12 +334,12 @@ pub fn timers(workflow: &Workflow, state: &CaseState, calendar: &Calendar) -> Ve
             }
         }
         for (key, target, entity_ok) in targets {
-            context["target"] = target;
-            context["due"] = Value::Null;
+            context.set("target", target);
+            context.set("due", Value::Null);
             let Some(due) = due_time(timer, &context, &params, calendar, tz) else {
                 continue;
             };
-            context["due"] = Value::String(due.to_rfc3339());
+            context.set("due", Value::String(due.to_rfc3339()));
             let instance = format!(
                 "{}:{}@{}",
                 decl.id.value,
@@ -405,7 +408,7 @@ pub fn timers(workflow: &Workflow, state: &CaseState, calendar: &Calendar) -> Ve
 /// The due time of a timer in a context, or `None` when its reference date is absent.
 fn due_time(
     timer: &CompiledTimer,
-    context: &Value,
+    context: &Context<'_>,
     params: &Map<String, Value>,
     calendar: &Calendar,
     tz: Tz,

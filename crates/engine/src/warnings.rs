@@ -5,10 +5,11 @@ use std::collections::BTreeSet;
 
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::calendar::Calendar;
 use crate::case::CaseState;
+use crate::context::Context;
 use crate::definition::{Operand, WarningKind, WarningRule};
 use crate::load::Workflow;
 
@@ -22,7 +23,7 @@ pub struct Warning {
 }
 
 /// Reads `YYYY-MM-DD`, also as the start of a date-time.
-fn date_at(context: &Value, pointer: &str) -> Option<NaiveDate> {
+fn date_at(context: &Context<'_>, pointer: &str) -> Option<NaiveDate> {
     let text = context.pointer(pointer)?.as_str()?;
     NaiveDate::parse_from_str(text.get(..10)?, "%Y-%m-%d").ok()
 }
@@ -45,7 +46,11 @@ pub fn warnings(workflow: &Workflow, state: &CaseState, calendar: &Calendar) -> 
             params.insert(p.id.value.clone(), v);
         }
     }
-    let mut base = json!({ "case": state.data, "stage": state.stage, "params": params });
+    // The case data is borrowed, not copied into the context.
+    let mut members = serde_json::Map::new();
+    members.insert("stage".to_owned(), Value::String(state.stage.clone()));
+    members.insert("params".to_owned(), Value::Object(params));
+    let mut base = Context::new(&state.data, members);
     let mut out = Vec::new();
     let mut uncovered = BTreeSet::new();
     for rule in &workflow.definition.warnings {
@@ -63,13 +68,11 @@ pub fn warnings(workflow: &Workflow, state: &CaseState, calendar: &Calendar) -> 
                         map.insert("key".to_owned(), Value::String(key.clone()));
                         map.insert("state".to_owned(), Value::String(entity.state.clone()));
                     }
-                    base["target"] = target;
+                    base.set("target", target);
                     let entity = Some(format!("{}/{key}", collection.value));
                     out.extend(check(rule, &base, entity, calendar, &mut uncovered));
                 }
-                if let Value::Object(map) = &mut base {
-                    map.remove("target");
-                }
+                base.remove("target");
             }
         }
     }
@@ -90,7 +93,7 @@ pub fn warnings(workflow: &Workflow, state: &CaseState, calendar: &Calendar) -> 
 
 fn check(
     rule: &WarningRule,
-    context: &Value,
+    context: &Context<'_>,
     entity: Option<String>,
     calendar: &Calendar,
     uncovered: &mut BTreeSet<i32>,
@@ -143,10 +146,12 @@ fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn dates_are_read_from_date_times_too() {
-        let c = json!({"a": "2024-04-24T07:30:00+07:00", "b": "2024-04-25"});
+        let document = json!({"a": "2024-04-24T07:30:00+07:00", "b": "2024-04-25"});
+        let c = Context::of(&document);
         assert_eq!(date_at(&c, "/a"), NaiveDate::from_ymd_opt(2024, 4, 24));
         assert_eq!(date_at(&c, "/b"), NaiveDate::from_ymd_opt(2024, 4, 25));
         assert_eq!(date_at(&c, "/missing"), None);

@@ -11,12 +11,12 @@
 mod clock;
 mod cron;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use giamsat_cases::{
-    CaseError, Definitions, FireOutcome, TimerFiring, fire_timer, list_cases, load_case,
+    CaseCache, CaseError, Definitions, FireOutcome, TimerFiring, fire_timer, list_cases, load_case,
     timer_command_id,
 };
 use giamsat_engine::{Calendar, CaseState, TimerInstance, event_id, timers};
@@ -158,6 +158,8 @@ pub struct Scheduler {
     clock: Clock,
     calendar: RwLock<Arc<Calendar>>,
     definitions: Definitions,
+    /// Folded cases, caught up as the log is followed (shared with a daemon on the same store).
+    cases: Arc<CaseCache>,
     index: Mutex<Index>,
     wake: Notify,
     options: SchedulerOptions,
@@ -202,6 +204,7 @@ impl Scheduler {
             clock,
             calendar: RwLock::new(Arc::new(calendar)),
             definitions: Definitions::new(),
+            cases: Arc::new(CaseCache::default()),
             index: Mutex::new(Index::default()),
             wake: Notify::new(),
             options,
@@ -213,6 +216,16 @@ impl Scheduler {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The store the scheduler works on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The cases the scheduler keeps folded; a daemon on the same store shares them.
+    pub fn case_cache(&self) -> Arc<CaseCache> {
+        self.cases.clone()
     }
 
     pub fn calendar(&self) -> Arc<Calendar> {
@@ -269,7 +282,13 @@ impl Scheduler {
             None => list_cases(&self.store).await?,
         };
         for case in cases {
-            if let Err(e) = self.refresh_case(&case).await {
+            // Not through the cache: memory holds one case at a time.
+            let refreshed = match load_case(&self.store, &case).await {
+                Ok(Some(loaded)) => self.schedule(&loaded.state).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = refreshed {
                 tracing::warn!(case = %case, error = %e, "case skipped by the scheduler");
             }
         }
@@ -278,7 +297,21 @@ impl Scheduler {
 
     /// Re-derives one case's timers from its current state.
     pub async fn refresh_case(&self, case: &str) -> Result<(), SchedulerError> {
-        let Some(loaded) = load_case(&self.store, case).await? else {
+        self.refresh_case_since(case, None).await
+    }
+
+    /// Re-derives one case's timers from a state at stream version `version` or later (the
+    /// cached one when it is that recent), or from its current state.
+    async fn refresh_case_since(
+        &self,
+        case: &str,
+        version: Option<u64>,
+    ) -> Result<(), SchedulerError> {
+        let loaded = match version {
+            Some(version) => self.cases.load_at_least(&self.store, case, version).await?,
+            None => self.cases.load(&self.store, case).await?,
+        };
+        let Some(loaded) = loaded else {
             self.lock().replace(case, 0, Vec::new());
             return Ok(());
         };
@@ -297,7 +330,7 @@ impl Scheduler {
 
     /// The timers of one case as they stand now (pending, inactive and done).
     pub async fn case_timers(&self, case: &str) -> Result<Vec<TimerInstance>, SchedulerError> {
-        let Some(loaded) = load_case(&self.store, case).await? else {
+        let Some(loaded) = self.cases.load(&self.store, case).await? else {
             return Err(CaseError::NotFound(case.to_owned()).into());
         };
         let workflow = self.definitions.get(&self.store, &loaded.state).await?;
@@ -483,11 +516,12 @@ impl Scheduler {
         };
         let mut subscription = self.store.subscribe(after, filter);
         loop {
-            let mut cases = BTreeSet::new();
+            // Each changed case, with the newest version of it seen.
+            let mut cases = BTreeMap::new();
             match subscription.next().await {
                 Ok(event) => {
                     if !self.own_events().remove(&event.event_id) {
-                        cases.insert(event.stream_id);
+                        seen(&mut cases, event.stream_id, event.stream_version);
                     }
                 }
                 Err(e) => {
@@ -500,17 +534,18 @@ impl Scheduler {
                 if let Ok(Some(event)) = subscription.try_next().await
                     && !self.own_events().remove(&event.event_id)
                 {
-                    cases.insert(event.stream_id);
+                    seen(&mut cases, event.stream_id, event.stream_version);
                 }
             }
-            for stream in cases {
+            for (stream, version) in cases {
                 let Some(case) = stream.strip_prefix(CASE_PREFIX) else {
                     continue;
                 };
                 if self.only_case.as_deref().is_some_and(|c| c != case) {
                     continue;
                 }
-                if let Err(e) = self.refresh_case(case).await {
+                // A state at least as new as the event suffices: a later event comes here too.
+                if let Err(e) = self.refresh_case_since(case, Some(version)).await {
                     tracing::warn!(case, error = %e, "cannot schedule the case's timers");
                 }
             }
@@ -549,6 +584,12 @@ impl Scheduler {
         clock.set(until);
         Ok(out)
     }
+}
+
+/// Notes that `stream` reached `version`.
+fn seen(cases: &mut BTreeMap<String, u64>, stream: String, version: u64) {
+    let newest = cases.entry(stream).or_default();
+    *newest = (*newest).max(version);
 }
 
 fn pending(timers: &[TimerInstance]) -> Vec<(DateTime<Utc>, String)> {

@@ -7,14 +7,18 @@ use axum::http::header::{ETAG, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, FixedOffset, SecondsFormat};
-use giamsat_cases::{CaseError, LoadedCase, list_cases, load_case, run_command_on, start_case};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use giamsat_cases::{CaseError, LoadedCase, list_cases, load_case, run_command_cached, start_case};
 use giamsat_engine::{
-    Actor, CaseEvent, CaseEventData, CommandRequest, TimerState, Workflow, decide, event_id, nfc,
-    timers, warnings, zone,
+    Actor, CaseEvent, CaseEventData, CommandRequest, Entity, StageChange, TimerState, Warning,
+    Workflow, decide, event_id, nfc, timers, warnings, zone,
 };
 use giamsat_store::StoreError;
 use giamsat_types::{EventMetadata, ExpectedVersion, NewEvent, StreamId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -37,7 +41,19 @@ pub(crate) async fn load_visible(
     principal: &Principal,
     id: &str,
 ) -> Result<(LoadedCase, Workflow, Scope), ApiError> {
-    let case = load_case(&app.store, id)
+    let (case, workflow, scope) = load_visible_shared(app, principal, id).await?;
+    Ok((Arc::unwrap_or_clone(case), workflow, scope))
+}
+
+/// As [`load_visible`], the case as the daemon's case cache keeps it (not copied).
+pub(crate) async fn load_visible_shared(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+) -> Result<(Arc<LoadedCase>, Workflow, Scope), ApiError> {
+    let case = app
+        .cases
+        .load(&app.store, id)
         .await?
         .ok_or_else(|| ApiError::case_not_found(id))?;
     let workflow = app.definitions.get(&app.store, &case.state).await?;
@@ -124,8 +140,118 @@ pub(crate) fn case_json(
     state: &giamsat_engine::CaseState,
     scope: &Scope,
 ) -> Value {
-    let calendar = app.calendar();
-    let warnings: Vec<_> = warnings(workflow, state, &calendar)
+    serde_json::to_value(case_view(app, principal, workflow, state, scope)).unwrap_or(Value::Null)
+}
+
+/// What [`case_json`] gives, borrowing the case instead of copying it, to be serialized
+/// straight into an answer. The fields are in the order of the JSON object's keys (serde_json
+/// sorts them), so both give the same text.
+#[derive(Serialize)]
+pub(crate) struct CaseView<'a> {
+    available_commands: Vec<CommandView<'a>>,
+    data: Cow<'a, Value>,
+    definition_hash: &'a str,
+    entities: EntitiesView<'a>,
+    id: &'a str,
+    stage: &'a str,
+    stage_label: Option<&'a str>,
+    stages: Vec<StageView<'a>>,
+    started_at: &'a str,
+    stream_version: u64,
+    updated_at: &'a str,
+    version: u32,
+    warnings: Vec<Warning>,
+    workflow: &'a str,
+}
+
+#[derive(Serialize)]
+struct CommandView<'a> {
+    id: &'a str,
+    label: &'a str,
+}
+
+/// A stage change with its keys in JSON order.
+#[derive(Serialize)]
+struct StageView<'a> {
+    at: &'a str,
+    command: &'a str,
+    stage: &'a str,
+}
+
+impl<'a> From<&'a StageChange> for StageView<'a> {
+    fn from(s: &'a StageChange) -> StageView<'a> {
+        StageView {
+            at: &s.at,
+            command: &s.command,
+            stage: &s.stage,
+        }
+    }
+}
+
+/// An entity with its keys in JSON order.
+#[derive(Serialize)]
+struct EntityView<'a> {
+    data: &'a Value,
+    state: &'a str,
+    updated_at: &'a str,
+}
+
+/// The entities: all of them as they are, or those a restricted scope lets through.
+enum EntitiesView<'a> {
+    All(&'a BTreeMap<String, BTreeMap<String, Entity>>),
+    Scoped(Value),
+}
+
+impl Serialize for EntitiesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EntitiesView::Scoped(value) => value.serialize(serializer),
+            EntitiesView::All(all) => serializer.collect_map(all.iter().map(|(collection, m)| {
+                (
+                    collection,
+                    m.iter()
+                        .map(|(key, e)| {
+                            (
+                                key,
+                                EntityView {
+                                    data: &e.data,
+                                    state: &e.state,
+                                    updated_at: &e.updated_at,
+                                },
+                            )
+                        })
+                        .collect::<BTreeMap<_, _>>(),
+                )
+            })),
+        }
+    }
+}
+
+/// The case as [`case_json`] shows it, borrowed.
+pub(crate) fn case_view<'a>(
+    app: &App,
+    principal: &Principal,
+    workflow: &'a Workflow,
+    state: &'a giamsat_engine::CaseState,
+    scope: &Scope,
+) -> CaseView<'a> {
+    view_of(
+        workflow,
+        state,
+        scope,
+        &app.calendar(),
+        principal.role().as_str(),
+    )
+}
+
+fn view_of<'a>(
+    workflow: &'a Workflow,
+    state: &'a giamsat_engine::CaseState,
+    scope: &Scope,
+    calendar: &giamsat_engine::Calendar,
+    role: &str,
+) -> CaseView<'a> {
+    let warnings: Vec<_> = warnings(workflow, state, calendar)
         .into_iter()
         .filter(|w| scope.warning_visible(state, w))
         .collect();
@@ -134,32 +260,45 @@ pub(crate) fn case_json(
         .stages
         .iter()
         .find(|x| x.id.value == state.stage)
-        .map(|x| x.label.clone());
-    let role = principal.role().as_str();
-    let commands: Vec<Value> = workflow
+        .map(|x| x.label.as_str());
+    let available_commands = workflow
         .definition
         .commands
         .iter()
         .filter(|c| c.stages.iter().any(|s| s.value == state.stage))
         .filter(|c| role == "admin" || c.roles.iter().any(|r| r.value == role))
-        .map(|c| json!({"id": c.id.value, "label": c.label}))
+        .map(|c| CommandView {
+            id: &c.id.value,
+            label: &c.label,
+        })
         .collect();
-    json!({
-        "id": state.id,
-        "workflow": state.workflow,
-        "version": state.version,
-        "definition_hash": state.definition_hash,
-        "stage": state.stage,
-        "stage_label": stage_label,
-        "stages": state.stages,
-        "entities": scope.entities(state),
-        "data": scope.redact(&state.data),
-        "warnings": warnings,
-        "stream_version": state.stream_version,
-        "started_at": state.started_at,
-        "updated_at": state.updated_at,
-        "available_commands": commands,
-    })
+    let (data, entities) = if scope.is_restricted() {
+        (
+            Cow::Owned(scope.redact(&state.data)),
+            EntitiesView::Scoped(scope.entities(state)),
+        )
+    } else {
+        (
+            Cow::Borrowed(&state.data),
+            EntitiesView::All(&state.entities),
+        )
+    };
+    CaseView {
+        available_commands,
+        data,
+        definition_hash: &state.definition_hash,
+        entities,
+        id: &state.id,
+        stage: &state.stage,
+        stage_label,
+        stages: state.stages.iter().map(StageView::from).collect(),
+        started_at: &state.started_at,
+        stream_version: state.stream_version,
+        updated_at: &state.updated_at,
+        version: state.version,
+        warnings,
+        workflow: &state.workflow,
+    }
 }
 
 fn etag(version: u64) -> HeaderValue {
@@ -175,7 +314,7 @@ pub async fn list(
     let calendar = app.calendar();
     let mut out = Vec::new();
     for id in list_cases(&app.store).await? {
-        let Some(case) = load_case(&app.store, &id).await? else {
+        let Some(case) = app.cases.load(&app.store, &id).await? else {
             continue;
         };
         let state = &case.state;
@@ -231,8 +370,8 @@ pub async fn show(
     principal: Principal,
     P(id): P<String>,
 ) -> Result<Response, ApiError> {
-    let (case, workflow, scope) = load_visible(&app, &principal, &id).await?;
-    let body = case_json(&app, &principal, &workflow, &case.state, &scope);
+    let (case, workflow, scope) = load_visible_shared(&app, &principal, &id).await?;
+    let body = case_view(&app, &principal, &workflow, &case.state, &scope);
     let mut response = Json(body).into_response();
     response
         .headers_mut()
@@ -248,7 +387,7 @@ pub async fn history(
     principal: Principal,
     P(id): P<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (case, _, scope) = load_visible(&app, &principal, &id).await?;
+    let (case, _, scope) = load_visible_shared(&app, &principal, &id).await?;
     let mut out = Vec::new();
     for event in &case.events {
         if let Some(value) = event_view(&scope, event) {
@@ -279,7 +418,7 @@ pub(crate) fn event_view(scope: &Scope, event: &giamsat_types::RecordedEvent) ->
 
 /// `GET /api/cases/{id}/timers`: every timer of the case with its due time and state.
 async fn timers_of(app: &App, principal: &Principal, id: &str) -> Result<Vec<Value>, ApiError> {
-    let (case, workflow, scope) = load_visible(app, principal, id).await?;
+    let (case, workflow, scope) = load_visible_shared(app, principal, id).await?;
     let now = app.clock.now();
     Ok(timers(&workflow, &case.state, &app.calendar())
         .into_iter()
@@ -418,12 +557,13 @@ pub async fn start(
     };
     app.metrics.case_started();
     tracing::info!(case = %id, workflow = %name, token = %principal.0.name, "case started");
+    let case = app.cases.insert(Arc::new(case));
     let scope = Scope::new(&principal, workflow, &case.state);
-    let body = json!({
-        "applied": true,
-        "command_id": command,
-        "case": case_json(&app, &principal, workflow, &case.state, &scope),
-    });
+    let body = StartAnswer {
+        applied: true,
+        case: case_view(&app, &principal, workflow, &case.state, &scope),
+        command_id: command,
+    };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/cases/{id}")) {
         response.headers_mut().insert(LOCATION, location);
@@ -445,7 +585,7 @@ pub async fn command(
     Q(query): Q<AtQuery>,
     JsonBody(input): JsonBody,
 ) -> Result<Response, ApiError> {
-    let (case, workflow, scope) = load_visible(&app, &principal, &id).await?;
+    let (case, workflow, scope) = load_visible_shared(&app, &principal, &id).await?;
     let at = command_time(&app, &principal, query.at.as_deref(), &workflow)?;
     let key = idempotency_key(&headers)?;
     let expected = if_match(&headers)?;
@@ -472,7 +612,7 @@ pub async fn command(
     let result = match expected {
         Some(expected) => run_at_version(&app, case, &workflow, request, expected).await,
         // On the case just read (not read again unless another writer got in first).
-        None => run_command_on(&app.store, case, request)
+        None => run_command_cached(&app.store, &app.cases, &workflow, case, request)
             .await
             .map_err(ApiError::from),
     };
@@ -500,6 +640,30 @@ pub async fn command(
     ))
 }
 
+/// A start's answer (keys in JSON order).
+#[derive(Serialize)]
+struct StartAnswer<'a> {
+    applied: bool,
+    case: CaseView<'a>,
+    command_id: Uuid,
+}
+
+/// A command's answer (keys in JSON order, as the object `{applied, command_id, events, case}`
+/// prints).
+#[derive(Serialize)]
+struct CommandAnswer<'a> {
+    applied: bool,
+    case: CaseView<'a>,
+    command_id: Uuid,
+    events: Vec<EventRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct EventRef<'a> {
+    event_id: Uuid,
+    event_type: &'a str,
+}
+
 fn command_answer(
     app: &App,
     principal: &Principal,
@@ -509,15 +673,18 @@ fn command_answer(
     command: Uuid,
     events: &[CaseEvent],
 ) -> Response {
-    let body = json!({
-        "applied": !events.is_empty(),
-        "command_id": command,
-        "events": events.iter().map(|e| json!({
-            "event_id": e.event_id,
-            "event_type": e.event_type,
-        })).collect::<Vec<_>>(),
-        "case": case_json(app, principal, workflow, &case.state, scope),
-    });
+    let body = CommandAnswer {
+        applied: !events.is_empty(),
+        case: case_view(app, principal, workflow, &case.state, scope),
+        command_id: command,
+        events: events
+            .iter()
+            .map(|e| EventRef {
+                event_id: e.event_id,
+                event_type: &e.event_type,
+            })
+            .collect(),
+    };
     let mut response = Json(body).into_response();
     response
         .headers_mut()
@@ -529,11 +696,11 @@ fn command_answer(
 /// with exactly that expected version, so nothing is applied to a case that changed meanwhile.
 async fn run_at_version(
     app: &App,
-    case: LoadedCase,
+    case: Arc<LoadedCase>,
     workflow: &Workflow,
     request: CommandRequest,
     expected: u64,
-) -> Result<(LoadedCase, Vec<CaseEvent>), ApiError> {
+) -> Result<(Arc<LoadedCase>, Vec<CaseEvent>), ApiError> {
     let id = case.state.id.clone();
     let conflict = |actual: u64| {
         ApiError::conflict(
@@ -561,7 +728,10 @@ async fn run_at_version(
         Err(StoreError::WrongExpectedVersion { actual, .. }) => return Err(conflict(actual)),
         Err(e) => return Err(e.into()),
     }
-    let after = load_case(&app.store, &id)
+    // The events took the versions after `expected`: any state at least that recent holds them.
+    let after = app
+        .cases
+        .load_at_least(&app.store, &id, expected + events.len() as u64)
         .await?
         .ok_or_else(|| ApiError::case_not_found(&id))?;
     Ok((after, events))
@@ -581,4 +751,133 @@ fn new_event(event: &CaseEvent, actor: &Actor, command: Uuid) -> NewEvent {
         .with_id(event.event_id)
         .with_schema_version(event.schema_version)
         .with_metadata(&metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+    use giamsat_engine::{Calendar, CaseState, start};
+
+    /// `case_json` as it was written before `CaseView`: a `json!` object built from copies.
+    fn reference(
+        workflow: &Workflow,
+        state: &CaseState,
+        scope: &Scope,
+        calendar: &Calendar,
+        role: &str,
+    ) -> Value {
+        let warnings: Vec<_> = warnings(workflow, state, calendar)
+            .into_iter()
+            .filter(|w| scope.warning_visible(state, w))
+            .collect();
+        let stage_label = workflow
+            .definition
+            .stages
+            .iter()
+            .find(|x| x.id.value == state.stage)
+            .map(|x| x.label.clone());
+        let commands: Vec<Value> = workflow
+            .definition
+            .commands
+            .iter()
+            .filter(|c| c.stages.iter().any(|s| s.value == state.stage))
+            .filter(|c| role == "admin" || c.roles.iter().any(|r| r.value == role))
+            .map(|c| json!({"id": c.id.value, "label": c.label}))
+            .collect();
+        json!({
+            "id": state.id,
+            "workflow": state.workflow,
+            "version": state.version,
+            "definition_hash": state.definition_hash,
+            "stage": state.stage,
+            "stage_label": stage_label,
+            "stages": state.stages,
+            "entities": scope.entities(state),
+            "data": scope.redact(&state.data),
+            "warnings": warnings,
+            "stream_version": state.stream_version,
+            "started_at": state.started_at,
+            "updated_at": state.updated_at,
+            "available_commands": commands,
+        })
+    }
+
+    #[test]
+    fn the_view_serializes_as_the_json_object_did() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows");
+        let dir = root.join("giam-sat-chuyen-de");
+        let workflow = giamsat_engine::load(
+            giamsat_cases::read_workflow_dir(&dir).expect("the workflow folder"),
+        )
+        .expect("the workflow loads");
+        let text = std::fs::read_to_string(dir.join("examples/tuan-giao-2024.yaml"))
+            .expect("the seed case");
+        let data: Value = serde_saphyr::from_str(&text).expect("the seed data");
+        let actor = Actor::parse("secretariat:huyen").expect("an actor");
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).expect("a time");
+        let mut state = CaseState {
+            id: "tg".to_owned(),
+            ..CaseState::default()
+        };
+        let request = |name: &str, input: Value, when: &str, n: u128| CommandRequest {
+            id: Uuid::from_u128(n),
+            name: name.to_owned(),
+            input,
+            actor: actor.clone(),
+            at: at(when),
+        };
+        let first = start(
+            &workflow,
+            &state,
+            "tg",
+            &request("start", data, "2024-03-20T08:00:00+07:00", 1),
+        )
+        .expect("the case starts");
+        state.evolve(&first.data, 1);
+        let commands = [
+            (
+                "issue_notice",
+                json!({"issued_on": "2024-03-25", "document": "thong-bao-lich"}),
+            ),
+            (
+                "receive_report",
+                json!({"unit": "xa-quai-to", "received_at": "2024-04-18T09:00:00+07:00", "channel": "email"}),
+            ),
+        ];
+        for (i, (name, input)) in commands.into_iter().enumerate() {
+            let n = 2 + i as u128;
+            let events = decide(
+                &workflow,
+                &state,
+                &request(name, input, "2024-04-18T09:00:00+07:00", n),
+            )
+            .expect("the command is accepted");
+            for e in events {
+                let version = state.stream_version + 1;
+                state.evolve(&e.data, version);
+            }
+        }
+        let calendar = Calendar::weekends_only();
+        let unit = state
+            .entities
+            .get("units")
+            .and_then(|u| u.keys().next().cloned())
+            .expect("a unit");
+        for (scope, role) in [
+            (Scope::everything(), "secretariat"),
+            (Scope::everything(), "admin"),
+            (Scope::for_unit(&unit, &workflow, &state), "unit"),
+        ] {
+            let view = serde_json::to_string(&view_of(&workflow, &state, &scope, &calendar, role))
+                .expect("serializes");
+            let old = serde_json::to_string(&reference(&workflow, &state, &scope, &calendar, role))
+                .expect("serializes");
+            assert_eq!(view, old, "role {role}");
+            assert!(
+                view.contains("\"warnings\":[{"),
+                "some warnings are compared too"
+            );
+        }
+    }
 }

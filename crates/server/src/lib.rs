@@ -38,7 +38,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use giamsat_cases::Definitions;
+use giamsat_cases::{CaseCache, Definitions};
 use giamsat_engine::{Calendar, Workflow};
 use giamsat_exporter::Runner;
 use giamsat_scheduler::{Clock, CronSchedule, Scheduler};
@@ -157,6 +157,8 @@ pub struct App {
     pub(crate) workflows: BTreeMap<String, Workflow>,
     pub(crate) invalid_workflows: Vec<InvalidWorkflow>,
     pub(crate) definitions: Definitions,
+    /// Folded cases (the scheduler's, when it works on the same store).
+    pub(crate) cases: Arc<CaseCache>,
     calendar: Arc<Calendar>,
     pub(crate) scheduler: Option<Arc<Scheduler>>,
     pub(crate) exporters: Vec<ExporterEntry>,
@@ -270,12 +272,17 @@ impl Server {
         };
         tokens.refresh(&options.store).await?;
         let (stop, shutdown) = watch::channel(false);
+        let cases = match &options.scheduler {
+            Some(s) if s.store().same_store(&options.store) => s.case_cache(),
+            _ => Arc::new(CaseCache::default()),
+        };
         let app = Arc::new(App {
             store: options.store,
             clock: options.clock,
             workflows,
             invalid_workflows,
             definitions: Definitions::new(),
+            cases,
             calendar: Arc::new(options.calendar),
             scheduler: options.scheduler,
             exporters: options.exporters,

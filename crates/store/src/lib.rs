@@ -236,6 +236,11 @@ impl Store {
         Store(inner)
     }
 
+    /// Whether both handles are clones of one store (one database, one appender).
+    pub fn same_store(&self, other: &Store) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.0), Arc::as_ptr(&other.0))
+    }
+
     /// Opens the store a URL names: `sqlite://PATH` (created when absent) or `postgres://...`
     /// (an optional `schema=NAME` query parameter selects and creates a schema). Migrations are
     /// applied; a database whose schema is newer than this binary is refused.
