@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use chrono::DateTime;
-use giamsat_cases::{CaseError, load_case, read_workflow_dir, run_command, start_case};
+use giamsat_cases::{
+    CaseCache, CaseError, load_case, read_workflow_dir, run_command, run_command_cached, start_case,
+};
 use giamsat_engine::{Actor, CommandRequest, Workflow, load};
 use giamsat_store::{Store, StoreOptions};
 use serde_json::{Value, json};
@@ -133,5 +135,81 @@ async fn concurrent_commands_on_one_case_all_land() {
         assert_eq!(after.state.stream_version, 3 + units.len() as u64);
         assert!(store.verify().await.expect("verify").is_intact());
         store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_case_cache_catches_up_with_appends_from_elsewhere_and_keeps_the_newest() {
+    let wf = workflow();
+    let actor = Actor::parse("secretariat:huyen").expect("actor");
+    let at = DateTime::parse_from_rfc3339("2024-03-20T08:00:00+07:00").expect("t");
+    for (store, _dir) in stores().await {
+        for id in ["a", "b", "c"] {
+            start_case(&store, &wf, id, seed(), actor.clone(), at, Uuid::new_v4())
+                .await
+                .expect("start");
+        }
+        let cache = CaseCache::new(2);
+        let kept = cache.load(&store, "a").await.expect("load").expect("a");
+        assert_eq!(kept.state.stream_version, 1);
+        // Another process (here: a command straight on the store) appends to the case.
+        run_command(
+            &store,
+            "a",
+            request(
+                "issue_notice",
+                json!({"issued_on": "2024-03-25", "document": "tb"}),
+                "2024-03-25T08:00:00+07:00",
+            ),
+        )
+        .await
+        .expect("notice");
+        // Asked for a version it holds, the cache answers without reading; `load` reads what
+        // was appended since, and gives what a full read gives.
+        let old = cache
+            .load_at_least(&store, "a", 1)
+            .await
+            .expect("load")
+            .expect("a");
+        assert_eq!(old.state.stream_version, 1);
+        let now = cache.load(&store, "a").await.expect("load").expect("a");
+        let full = load_case(&store, "a").await.expect("load").expect("a");
+        assert_eq!(now.state.stream_version, full.state.stream_version);
+        assert_eq!(now.state.stage, "notified");
+        assert_eq!(
+            serde_json::to_value(&now.state).expect("json"),
+            serde_json::to_value(&full.state).expect("json")
+        );
+        assert_eq!(now.events.len(), full.events.len());
+        // An older state never replaces a newer one.
+        cache.insert(old);
+        let again = cache
+            .load_at_least(&store, "a", 2)
+            .await
+            .expect("load")
+            .expect("a");
+        assert_eq!(again.state.stream_version, 2);
+        // A command through the cache answers with the case after it.
+        let (after, events) = run_command_cached(
+            &store,
+            &cache,
+            &wf,
+            again,
+            request(
+                "send_reminder",
+                json!({"unit": "xa-ta-ma"}),
+                "2024-04-16T08:00:00+07:00",
+            ),
+        )
+        .await
+        .expect("reminder");
+        assert_eq!(events.len(), 1);
+        assert_eq!(after.state.stream_version, 3);
+        // Two cases at most: the least recently used goes, and comes back from the store.
+        cache.load(&store, "b").await.expect("load");
+        cache.load(&store, "c").await.expect("load");
+        let back = cache.load(&store, "a").await.expect("load").expect("a");
+        assert_eq!(back.state.stream_version, 3);
+        assert!(cache.load(&store, "nope").await.expect("load").is_none());
     }
 }
