@@ -338,6 +338,54 @@ fn case_and_documents_commands_through_the_daemon_match_the_database() {
         ],
     )
     .fails_with(1, &["HTTP 404"]);
+    // The log's chain and the exporters, as the daemon sees them.
+    let verified = remote(&client, &daemon, &token, &["verify"]);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    assert!(
+        verified.stdout.starts_with("chain intact: "),
+        "{}",
+        verified.stdout
+    );
+    let verified = remote(&client, &daemon, &token, &["verify", "--json"]).json_lines();
+    assert_eq!(verified[0]["intact"], true);
+    let exporters = remote(&client, &daemon, &token, &["exporters", "list"]);
+    assert_eq!(exporters.code, 0, "{}", exporters.stderr);
+    assert!(
+        exporters
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("documents\tdocuments\tenabled\tcheckpoint ")),
+        "{}",
+        exporters.stdout
+    );
+    let parked = remote(
+        &client,
+        &daemon,
+        &token,
+        &["exporters", "parked", "documents"],
+    );
+    assert_eq!(
+        (parked.code, parked.stdout.as_str()),
+        (0, ""),
+        "{}",
+        parked.stderr
+    );
+    remote(
+        &client,
+        &daemon,
+        &token,
+        &["exporters", "parked", "khong-co"],
+    )
+    .fails_with(1, &["HTTP 404"]);
+    // What works only on a database is refused, not run on a database nobody meant.
+    for args in [
+        &["events", "streams"][..],
+        &["token", "list"],
+        &["timers", "list"],
+        &["exporters", "run", "--once"],
+    ] {
+        remote(&client, &daemon, &token, args).fails_with(2, &["not available through --server"]);
+    }
     // The environment variables work as the flags do; other commands still use the database.
     let by_env = client
         .command(&["--workflows", &w, "case", "list"])

@@ -32,23 +32,23 @@ pub enum ExportersCommand {
 #[derive(Debug, Args)]
 pub struct JsonArg {
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ParkedArgs {
     /// Exporter id
-    id: String,
+    pub(crate) id: String,
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RetryArgs {
     /// Exporter id
-    id: String,
+    pub(crate) id: String,
     /// Id of the parked record (from `giamsat exporters parked`)
-    parked: Uuid,
+    pub(crate) parked: Uuid,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +156,67 @@ pub(crate) fn runner(store: &Store, config: &ExporterConfig) -> Result<Runner> {
     ))
 }
 
+/// One line of `exporters list`: the status fields the daemon's `GET /api/exporters` has too
+/// (`id`, `type`, `enabled`, `checkpoint`, `lag_events`, `lag_seconds`, `parked`).
+pub(crate) fn print_status(status: &serde_json::Value, as_json: bool) -> Result<()> {
+    let fields = [
+        "id",
+        "type",
+        "enabled",
+        "checkpoint",
+        "lag_events",
+        "lag_seconds",
+        "parked",
+    ];
+    if as_json {
+        let mut map = serde_json::Map::new();
+        for f in fields {
+            map.insert(f.to_owned(), status[f].clone());
+        }
+        return output::line(&serde_json::to_string(&map)?);
+    }
+    output::line(&format!(
+        "{}\t{}\t{}\tcheckpoint {}\tlag {} events, {:.1} s\tparked {}",
+        status["id"].as_str().unwrap_or_default(),
+        status["type"].as_str().unwrap_or_default(),
+        if status["enabled"] == true {
+            "enabled"
+        } else {
+            "disabled"
+        },
+        status["checkpoint"],
+        status["lag_events"],
+        status["lag_seconds"].as_f64().unwrap_or_default(),
+        status["parked"]
+    ))
+}
+
+/// One line of `exporters parked`.
+pub(crate) fn print_parked(p: &giamsat_exporter::Parked, as_json: bool) -> Result<()> {
+    if as_json {
+        return output::line(&serde_json::to_string(p)?);
+    }
+    output::line(&format!(
+        "{}\t{}\t{}@{}\t{}\t{} attempt(s)\t{}",
+        p.id,
+        p.position,
+        p.stream_id,
+        p.event_type,
+        if p.permanent {
+            "permanent"
+        } else {
+            "retryable"
+        },
+        p.attempts,
+        p.error
+    ))
+}
+
+/// What `exporters retry` says when the event went out.
+pub(crate) fn print_retried(parked: Uuid) -> Result<()> {
+    output::line(&format!("exported {parked}; it is no longer parked"))
+}
+
 pub async fn run(store: &Store, config: &Config, command: ExportersCommand) -> Result<ExitCode> {
     let mut ids = std::collections::HashSet::new();
     for e in &config.exporters {
@@ -173,44 +234,19 @@ pub async fn run(store: &Store, config: &Config, command: ExportersCommand) -> R
                     .load_checkpoint(&giamsat_exporter::checkpoint_name(&e.id))
                     .await?
                     .unwrap_or(0);
-                if args.json {
-                    output::line(&serde_json::to_string(&json!({
+                print_status(
+                    &json!({
                         "id": e.id, "type": e.kind, "enabled": e.enabled, "checkpoint": checkpoint,
                         "lag_events": lag.events, "lag_seconds": lag.seconds, "parked": parked,
-                    }))?)?;
-                } else {
-                    output::line(&format!(
-                        "{}\t{}\t{}\tcheckpoint {checkpoint}\tlag {} events, {:.1} s\tparked {parked}",
-                        e.id,
-                        e.kind,
-                        if e.enabled { "enabled" } else { "disabled" },
-                        lag.events,
-                        lag.seconds
-                    ))?;
-                }
+                    }),
+                    args.json,
+                )?;
             }
         }
         ExportersCommand::Parked(args) => {
             find(config, &args.id)?;
             for p in parked(store, &args.id).await? {
-                if args.json {
-                    output::line(&serde_json::to_string(&p)?)?;
-                } else {
-                    output::line(&format!(
-                        "{}\t{}\t{}@{}\t{}\t{} attempt(s)\t{}",
-                        p.id,
-                        p.position,
-                        p.stream_id,
-                        p.event_type,
-                        if p.permanent {
-                            "permanent"
-                        } else {
-                            "retryable"
-                        },
-                        p.attempts,
-                        p.error
-                    ))?;
-                }
+                print_parked(&p, args.json)?;
             }
         }
         ExportersCommand::Retry(args) => {
@@ -219,7 +255,7 @@ pub async fn run(store: &Store, config: &Config, command: ExportersCommand) -> R
                 .retry_parked(args.parked)
                 .await
                 .with_context(|| format!("exporter {}: retry of {}", args.id, args.parked))?;
-            output::line(&format!("exported {}; it is no longer parked", args.parked))?;
+            print_retried(args.parked)?;
         }
         ExportersCommand::Replay(args) => {
             let runner = runner(store, find(config, &args.id)?)?;

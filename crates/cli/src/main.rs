@@ -60,8 +60,9 @@ struct Cli {
     )]
     clock: String,
 
-    /// A running daemon to talk to instead of the database, e.g. http://127.0.0.1:8080: the
-    /// case commands and documents list|number|register go through its HTTP API
+    /// A running daemon to talk to instead of the database, e.g. http://127.0.0.1:8080: case,
+    /// documents, verify and exporters list|parked|retry go through its HTTP API (the commands
+    /// that only work on a database are refused with it)
     #[arg(long, global = true, env = "GIAMSAT_SERVER", value_name = "URL")]
     server: Option<String>,
 
@@ -192,6 +193,22 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Documents(command) if cli.server.is_some() => {
             return remote::run_documents(&server, cli.token.as_deref(), command).await;
         }
+        Command::Verify(args) if cli.server.is_some() => {
+            return remote::run_verify(&server, cli.token.as_deref(), args).await;
+        }
+        Command::Exporters(command) if cli.server.is_some() => {
+            return remote::run_exporters(&server, cli.token.as_deref(), command).await;
+        }
+        Command::Events(_) if cli.server.is_some() => return Ok(remote::refuse("events")),
+        Command::Timers(_) if cli.server.is_some() => return Ok(remote::refuse("timers")),
+        Command::Simulate(_) if cli.server.is_some() => return Ok(remote::refuse("simulate")),
+        Command::Scheduler(_) if cli.server.is_some() => return Ok(remote::refuse("scheduler")),
+        Command::Notifications(_) if cli.server.is_some() => {
+            return Ok(remote::refuse("notifications"));
+        }
+        Command::Archive(_) if cli.server.is_some() => return Ok(remote::refuse("archive build")),
+        Command::Serve(_) if cli.server.is_some() => return Ok(remote::refuse("serve")),
+        Command::Token(_) if cli.server.is_some() => return Ok(remote::refuse("token")),
         _ => cli,
     };
     let clock =

@@ -556,3 +556,93 @@ pub async fn run_documents(
         Err(code) => Ok(code),
     }
 }
+
+/// `giamsat --server URL [--token TOKEN] verify`: the daemon checks its log's chain.
+pub async fn run_verify(
+    server: &str,
+    token: Option<&str>,
+    args: crate::events::VerifyArgs,
+) -> Result<ExitCode> {
+    let remote = match connect(server, token) {
+        Ok(remote) => remote,
+        Err(code) => return Ok(code),
+    };
+    match remote.get(&["api", "verify"], &[]).await? {
+        Answer::Ok(report) => crate::events::print_verify(&report, args.json),
+        Answer::Rejected(r) => Ok(finish(Answer::Rejected(r))),
+    }
+}
+
+/// `giamsat --server URL [--token TOKEN] exporters list|parked|retry`: the daemon's exporters.
+pub async fn run_exporters(
+    server: &str,
+    token: Option<&str>,
+    command: crate::exporters::ExportersCommand,
+) -> Result<ExitCode> {
+    use crate::exporters::{ExportersCommand, print_parked, print_retried, print_status};
+    let remote = match connect(server, token) {
+        Ok(remote) => remote,
+        Err(code) => return Ok(code),
+    };
+    let answer = match command {
+        ExportersCommand::List(args) => match remote.get(&["api", "exporters"], &[]).await? {
+            Answer::Ok(list) => {
+                for status in list.as_array().into_iter().flatten() {
+                    print_status(status, args.json)?;
+                }
+                Answer::Ok(Value::Null)
+            }
+            rejected => rejected,
+        },
+        ExportersCommand::Parked(args) => {
+            match remote
+                .get(&["api", "exporters", &args.id, "parked"], &[])
+                .await?
+            {
+                Answer::Ok(list) => {
+                    let parked: Vec<giamsat_exporter::Parked> = parse(list, "parked events")?;
+                    for p in &parked {
+                        print_parked(p, args.json)?;
+                    }
+                    Answer::Ok(Value::Null)
+                }
+                rejected => rejected,
+            }
+        }
+        ExportersCommand::Retry(args) => {
+            let parked = args.parked.to_string();
+            match remote
+                .call(
+                    Method::POST,
+                    &["api", "exporters", &args.id, "parked", &parked, "retry"],
+                    &[],
+                    None,
+                    None,
+                )
+                .await?
+            {
+                Answer::Ok(_) => {
+                    print_retried(args.parked)?;
+                    Answer::Ok(Value::Null)
+                }
+                rejected => rejected,
+            }
+        }
+        ExportersCommand::Replay(_) | ExportersCommand::Run(_) => {
+            return Ok(usage(
+                "exporters replay and exporters run work on the database and are not available \
+                 through --server (the daemon runs its exporters itself)",
+            ));
+        }
+    };
+    Ok(finish(answer))
+}
+
+/// A command that works only on the database, asked for with --server: refused rather than run
+/// on a local database the user did not mean.
+pub fn refuse(command: &str) -> ExitCode {
+    usage(&format!(
+        "giamsat {command} works on the database and is not available through --server; run it \
+         without --server (and GIAMSAT_SERVER) where the daemon's database is"
+    ))
+}

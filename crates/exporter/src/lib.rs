@@ -29,7 +29,7 @@ pub const PARKED_EVENT: &str = "ExportParked";
 pub const RETRIED_EVENT: &str = "ExportRetried";
 
 /// An event an exporter could not export, waiting for a retry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Parked {
     /// Id of the `ExportParked` record.
     pub id: Uuid,
