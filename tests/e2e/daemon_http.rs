@@ -149,7 +149,14 @@ fn report(unit: &str, at: &str, figures: &[(i64, &str, i64, i64)]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_supervision_runs_over_http_with_a_token_of_each_role() {
     let s = Sandbox::sqlite();
-    let config = s.write("giamsat.toml", CONFIG).display().to_string();
+    // The exporters, and the log as JSON lines for a log collector.
+    let config = s
+        .write(
+            "giamsat.toml",
+            &format!("{CONFIG}\n[log]\nlevel = \"info\"\nformat = \"json\"\n"),
+        )
+        .display()
+        .to_string();
     let t = Tokens {
         admin: create_token(&s, "admin", None, "quan-tri"),
         secretariat: create_token(&s, "secretariat", None, "huyen"),
@@ -633,6 +640,21 @@ async fn the_seed_supervision_runs_over_http_with_a_token_of_each_role() {
         .expect(200);
     assert!(!unit_page.text().contains("goi-nop-luu"));
 
+    // Its log is JSON lines (the configuration's [log] format), and the denials are in it, with
+    // the token that was refused.
+    let log = daemon.log_lines();
+    let entries: Vec<Value> = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    assert!(entries.len() > 10, "JSON log lines: {log:?}");
+    assert!(
+        entries.iter().any(|e| e["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("request denied"))
+            && e["fields"]["token"] == "xem"),
+        "the viewer's denial is logged: {log:?}"
+    );
     // The log's chain, over HTTP and, once the daemon has stopped, from the command line.
     let verified = http.get("/api/verify", &t.viewer).await.expect(200);
     assert_eq!(verified.body["intact"], true, "{}", verified.text());

@@ -198,6 +198,8 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 pub struct Daemon {
     child: std::process::Child,
     pub url: String,
+    /// What it has written to standard error so far (its log), line by line.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Daemon {
@@ -220,8 +222,13 @@ impl Daemon {
         // that names the address is passed on.
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(line.clone());
+                }
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let addr = rest
                         .split_whitespace()
@@ -242,6 +249,7 @@ impl Daemon {
         let daemon = Daemon {
             child,
             url: format!("http://{addr}"),
+            log,
         };
         let started = Instant::now();
         while daemon.status("/readyz") != Some(200) {
@@ -252,6 +260,11 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         daemon
+    }
+
+    /// The lines of its log so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// The status of a plain GET (HTTP/1.1 by hand, usable outside an async runtime).
