@@ -142,6 +142,7 @@ impl SchedulerConfig {
             concurrency: self.concurrency.max(1),
             skip_late_after: chrono::TimeDelta::from_std(self.skip_late_after)
                 .unwrap_or(chrono::TimeDelta::MAX),
+            ..giamsat_scheduler::SchedulerOptions::default()
         }
     }
 }
@@ -266,6 +267,8 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// Folder for files uploaded through the web pages (units' reports).
     pub uploads: PathBuf,
+    /// How many folded cases the daemon keeps in memory (0: none, every request reads its case).
+    pub case_cache: usize,
 }
 
 impl Default for ServerConfig {
@@ -276,6 +279,7 @@ impl Default for ServerConfig {
                 .expect("a valid default address"),
             max_body: giamsat_server::DEFAULT_MAX_BODY_BYTES,
             uploads: PathBuf::from("uploads"),
+            case_cache: giamsat_cases::DEFAULT_CASE_CACHE,
         }
     }
 }
@@ -437,13 +441,14 @@ mod tests {
     #[test]
     fn the_server_section_reads_an_address_a_size_and_a_folder() {
         let config = Config::parse(
-            "[server]\nlisten = \"0.0.0.0:9000\"\nmax-body = \"64KiB\"\nuploads = \"/srv/up\"\n",
+            "[server]\nlisten = \"0.0.0.0:9000\"\nmax-body = \"64KiB\"\nuploads = \"/srv/up\"\ncase-cache = 0\n",
             "g.toml",
         )
         .expect("valid");
         assert_eq!(config.server.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(config.server.max_body, 64 * 1024);
         assert_eq!(config.server.uploads, PathBuf::from("/srv/up"));
+        assert_eq!(config.server.case_cache, 0);
         let err = Config::parse("[server]\nlisten = \"localhost\"\n", "g.toml").expect_err("bad");
         assert!(err.to_string().contains("g.toml:2:"), "{err}");
         let err = Config::parse("[server]\nlog-format = \"json\"\n", "g.toml").expect_err("bad");

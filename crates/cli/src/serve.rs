@@ -186,6 +186,7 @@ pub async fn serve(
     let mut options = ServeOptions::new(store.clone(), root);
     options.listen = args.listen.unwrap_or(config.server.listen);
     options.max_body_bytes = max_body;
+    options.case_cache = config.server.case_cache;
     options.calendar = calendar.clone();
     options.clock = clock.clone();
     options.documents_dir = documents_dir(config);
@@ -195,11 +196,13 @@ pub async fn serve(
             .unwrap_or_else(|| config.server.uploads.clone()),
     );
     if !args.no_scheduler {
+        let mut scheduler_options = config.scheduler.options();
+        scheduler_options.case_cache = config.server.case_cache;
         options.scheduler = Some(Scheduler::new(
             store.clone(),
             clock.clone(),
             calendar,
-            config.scheduler.options(),
+            scheduler_options,
         ));
         options.crons = config
             .cron

@@ -61,6 +61,9 @@ pub struct SchedulerOptions {
     pub concurrency: usize,
     /// A timer with policy `skip` that is acted on later than this after its due time is skipped.
     pub skip_late_after: TimeDelta,
+    /// How many folded cases the scheduler keeps in memory (its `CaseCache`, which a daemon on
+    /// the same store shares); 0 keeps none.
+    pub case_cache: usize,
 }
 
 impl Default for SchedulerOptions {
@@ -68,6 +71,7 @@ impl Default for SchedulerOptions {
         SchedulerOptions {
             concurrency: 16,
             skip_late_after: TimeDelta::minutes(5),
+            case_cache: giamsat_cases::DEFAULT_CASE_CACHE,
         }
     }
 }
@@ -204,7 +208,7 @@ impl Scheduler {
             clock,
             calendar: RwLock::new(Arc::new(calendar)),
             definitions: Definitions::new(),
-            cases: Arc::new(CaseCache::default()),
+            cases: Arc::new(CaseCache::new(options.case_cache)),
             index: Mutex::new(Index::default()),
             wake: Notify::new(),
             options,

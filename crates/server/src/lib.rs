@@ -98,6 +98,9 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// Create an admin token on a first start (no token in the log yet).
     pub bootstrap_admin: bool,
+    /// How many folded cases the daemon keeps in memory when it has no scheduler on the same
+    /// store to share them with (then the scheduler's options decide); 0 keeps none.
+    pub case_cache: usize,
 }
 
 impl ServeOptions {
@@ -117,6 +120,7 @@ impl ServeOptions {
             uploads_dir: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             bootstrap_admin: true,
+            case_cache: giamsat_cases::DEFAULT_CASE_CACHE,
         }
     }
 }
@@ -274,7 +278,7 @@ impl Server {
         let (stop, shutdown) = watch::channel(false);
         let cases = match &options.scheduler {
             Some(s) if s.store().same_store(&options.store) => s.case_cache(),
-            _ => Arc::new(CaseCache::default()),
+            _ => Arc::new(CaseCache::new(options.case_cache)),
         };
         let app = Arc::new(App {
             store: options.store,
