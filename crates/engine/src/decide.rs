@@ -129,9 +129,8 @@ pub(crate) fn compile(
         .build(schema)
 }
 
-/// Checks `input` against a JSON Schema; the error names the JSON path.
-fn schema_errors(schema: &Value, input: &Value) -> Option<(String, String)> {
-    let validator = compile(schema).ok()?;
+/// Checks `input` against a compiled JSON Schema; the error names the JSON path.
+fn schema_errors(validator: &jsonschema::Validator, input: &Value) -> Option<(String, String)> {
     let error = validator.iter_errors(input).next()?;
     let path = error.instance_path().to_string();
     Some((
@@ -166,7 +165,12 @@ pub fn start(
         ));
     }
     let input = nfc(&request.input);
-    if let Some((path, message)) = schema_errors(&workflow.start_schema, &input) {
+    if let Some((path, message)) = workflow
+        .validators
+        .start
+        .as_ref()
+        .and_then(|v| schema_errors(v, &input))
+    {
         return Err(refuse.with(
             "invalid_input",
             format!("start data at {path}: {message}"),
@@ -315,8 +319,8 @@ pub fn decide(
         ));
     }
     let input = nfc(&request.input);
-    if let Some(schema) = workflow.input_schemas.get(&request.name)
-        && let Some((path, message)) = schema_errors(schema, &input)
+    if let Some(validator) = workflow.validators.inputs.get(&request.name)
+        && let Some((path, message)) = schema_errors(validator, &input)
     {
         return Err(refuse.with(
             "invalid_input",

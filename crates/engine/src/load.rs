@@ -92,6 +92,23 @@ pub struct Workflow {
     pub input_schemas: Arc<BTreeMap<String, Value>>,
     /// The timers with their offsets and times of day parsed.
     pub timers: Arc<Vec<CompiledTimer>>,
+    /// The start and input schemas compiled once, for every command decided.
+    pub(crate) validators: Arc<Validators>,
+}
+
+/// Compiled JSON Schemas of a definition (compiling one costs more than deciding a command).
+pub(crate) struct Validators {
+    pub start: Option<jsonschema::Validator>,
+    pub inputs: BTreeMap<String, jsonschema::Validator>,
+}
+
+impl fmt::Debug for Validators {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Validators")
+            .field("start", &self.start.is_some())
+            .field("inputs", &self.inputs.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Workflow {
@@ -155,6 +172,15 @@ pub fn load(bundle: Bundle) -> Result<Workflow, Problems> {
         return Err(Problems(v.problems));
     }
     let hash = bundle.content_hash();
+    let validators = Validators {
+        start: start_schema
+            .as_ref()
+            .and_then(|s| crate::decide::compile(s).ok()),
+        inputs: input_schemas
+            .iter()
+            .filter_map(|(id, s)| Some((id.clone(), crate::decide::compile(s).ok()?)))
+            .collect(),
+    };
     Ok(Workflow {
         definition: Arc::new(definition),
         bundle: Arc::new(bundle),
@@ -162,6 +188,7 @@ pub fn load(bundle: Bundle) -> Result<Workflow, Problems> {
         start_schema: Arc::new(start_schema.unwrap_or(Value::Null)),
         input_schemas: Arc::new(input_schemas),
         timers: Arc::new(timers),
+        validators: Arc::new(validators),
     })
 }
 
