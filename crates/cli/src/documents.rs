@@ -7,7 +7,7 @@ use anyhow::{Result, anyhow};
 use chrono::{DateTime, Datelike, FixedOffset};
 use clap::{Args, Subcommand};
 use giamsat_cases::{load_case, run_command};
-use giamsat_documents::register::{self, DocumentVersion};
+use giamsat_documents::register::{self, DocumentVersion, Registered};
 use giamsat_engine::CommandRequest;
 use giamsat_scheduler::Clock;
 use giamsat_store::Store;
@@ -72,12 +72,63 @@ pub struct RegisterArgs {
     pub(crate) json: bool,
 }
 
-fn files(v: &DocumentVersion) -> String {
-    v.files
-        .iter()
-        .map(|f| f.path.as_str())
-        .collect::<Vec<_>>()
-        .join(" ")
+/// One line of `documents list` (on the database and through `--server`).
+pub(crate) fn print_version(v: &DocumentVersion, as_json: bool) -> Result<()> {
+    if as_json {
+        return output::line(&serde_json::to_string(v)?);
+    }
+    output::line(&format!(
+        "{}\tv{}\t{}\t{}\t{}\t{}",
+        v.document,
+        v.version,
+        v.symbol.as_deref().unwrap_or("draft"),
+        v.date,
+        v.label,
+        v.files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))
+}
+
+/// What `documents number` prints: the register entry.
+pub(crate) fn print_numbered(entry: &Registered, as_json: bool) -> Result<()> {
+    if as_json {
+        return output::line(&serde_json::to_string(entry)?);
+    }
+    output::line(&format!(
+        "{}\t{}\t{}\tv{}",
+        entry.symbol, entry.date, entry.document, entry.version
+    ))
+}
+
+/// One line of `documents register`.
+pub(crate) fn print_registered(e: &Registered, as_json: bool) -> Result<()> {
+    if as_json {
+        return output::line(&serde_json::to_string(e)?);
+    }
+    output::line(&format!(
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        e.symbol,
+        e.date,
+        if e.type_name.is_empty() {
+            "Công văn"
+        } else {
+            &e.type_name
+        },
+        e.excerpt,
+        e.signer,
+        e.recipients,
+        e.case
+    ))
+}
+
+/// What `documents correct` prints.
+pub(crate) fn print_correction(document: &str, version: impl std::fmt::Display) -> Result<()> {
+    output::line(&format!(
+        "{document} v{version} requested; the documents exporter renders it"
+    ))
 }
 
 /// The case, who acts and when (`--at`, else now on the clock, in the case's time zone).
@@ -107,19 +158,7 @@ pub async fn run(store: &Store, clock: &Clock, command: DocumentsCommand) -> Res
                 return Err(anyhow!("case {:?} does not exist", args.case));
             }
             for v in register::list(store, &args.case).await? {
-                if args.json {
-                    output::line(&serde_json::to_string(&v)?)?;
-                } else {
-                    output::line(&format!(
-                        "{}\tv{}\t{}\t{}\t{}\t{}",
-                        v.document,
-                        v.version,
-                        v.symbol.as_deref().unwrap_or("draft"),
-                        v.date,
-                        v.label,
-                        files(&v)
-                    ))?;
-                }
+                print_version(&v, args.json)?;
             }
         }
         DocumentsCommand::Number(args) => {
@@ -150,14 +189,7 @@ pub async fn run(store: &Store, clock: &Clock, command: DocumentsCommand) -> Res
                 };
                 run_command(store, &args.case, request).await?;
             }
-            if args.json {
-                output::line(&serde_json::to_string(&entry)?)?;
-            } else {
-                output::line(&format!(
-                    "{}\t{}\t{}\tv{}",
-                    entry.symbol, entry.date, entry.document, entry.version
-                ))?;
-            }
+            print_numbered(&entry, args.json)?;
         }
         DocumentsCommand::Correct(args) => {
             let (_, who, at) = acting(store, clock, &args.case, &args.who).await?;
@@ -170,32 +202,12 @@ pub async fn run(store: &Store, clock: &Clock, command: DocumentsCommand) -> Res
                 at,
             )
             .await?;
-            output::line(&format!(
-                "{} v{version} requested; the documents exporter renders it",
-                args.document
-            ))?;
+            print_correction(&args.document, version)?;
         }
         DocumentsCommand::Register(args) => {
             let year = args.year.unwrap_or_else(|| clock.now().year());
             for e in register::register(store, year).await? {
-                if args.json {
-                    output::line(&serde_json::to_string(&e)?)?;
-                } else {
-                    output::line(&format!(
-                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                        e.symbol,
-                        e.date,
-                        if e.type_name.is_empty() {
-                            "Công văn"
-                        } else {
-                            &e.type_name
-                        },
-                        e.excerpt,
-                        e.signer,
-                        e.recipients,
-                        e.case
-                    ))?;
-                }
+                print_registered(&e, args.json)?;
             }
         }
     }

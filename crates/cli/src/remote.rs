@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use giamsat_documents::exporter::FileRecord;
+use giamsat_documents::register::DocumentVersion;
 use giamsat_documents::register::Registered;
 use giamsat_engine::Rejection;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -21,7 +21,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::cases::{self, CaseCommand, EXIT_REJECTED, Who};
-use crate::documents::DocumentsCommand;
+use crate::documents::{
+    DocumentsCommand, print_correction, print_numbered, print_registered, print_version,
+};
 use crate::output;
 
 /// The longest wait for an answer (a command appends durably; a register of a year is a read).
@@ -186,22 +188,6 @@ struct Event {
     recorded_at: String,
     prev_hash: String,
     hash: String,
-}
-
-/// A document version as the API lists it, in the field order of `giamsat documents list
-/// --json` (the API's download links left out).
-#[derive(Debug, Serialize, Deserialize)]
-struct DocumentVersion {
-    document: String,
-    kind: String,
-    label: String,
-    version: u32,
-    date: String,
-    number: Option<u32>,
-    symbol: Option<String>,
-    excerpt: String,
-    files: Vec<FileRecord>,
-    draft_files: Vec<FileRecord>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> Result<T> {
@@ -386,23 +372,7 @@ pub async fn documents(remote: &Remote, command: DocumentsCommand) -> Result<Exi
                 Answer::Ok(v) => {
                     let versions: Vec<DocumentVersion> = parse(v, "document list")?;
                     for v in &versions {
-                        if args.json {
-                            output::line(&serde_json::to_string(v)?)?;
-                        } else {
-                            output::line(&format!(
-                                "{}\tv{}\t{}\t{}\t{}\t{}",
-                                v.document,
-                                v.version,
-                                v.symbol.as_deref().unwrap_or("draft"),
-                                v.date,
-                                v.label,
-                                v.files
-                                    .iter()
-                                    .map(|f| f.path.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(" ")
-                            ))?;
-                        }
+                        print_version(v, args.json)?;
                     }
                     Answer::Ok(Value::Null)
                 }
@@ -432,14 +402,7 @@ pub async fn documents(remote: &Remote, command: DocumentsCommand) -> Result<Exi
             {
                 Answer::Ok(v) => {
                     let entry: Registered = parse(v["entry"].clone(), "register entry")?;
-                    if args.json {
-                        output::line(&serde_json::to_string(&entry)?)?;
-                    } else {
-                        output::line(&format!(
-                            "{}\t{}\t{}\tv{}",
-                            entry.symbol, entry.date, entry.document, entry.version
-                        ))?;
-                    }
+                    print_numbered(&entry, args.json)?;
                     Answer::Ok(Value::Null)
                 }
                 rejected => rejected,
@@ -452,24 +415,7 @@ pub async fn documents(remote: &Remote, command: DocumentsCommand) -> Result<Exi
                 Answer::Ok(v) => {
                     let entries: Vec<Registered> = parse(v, "register")?;
                     for e in &entries {
-                        if args.json {
-                            output::line(&serde_json::to_string(e)?)?;
-                        } else {
-                            output::line(&format!(
-                                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                                e.symbol,
-                                e.date,
-                                if e.type_name.is_empty() {
-                                    "Công văn"
-                                } else {
-                                    &e.type_name
-                                },
-                                e.excerpt,
-                                e.signer,
-                                e.recipients,
-                                e.case
-                            ))?;
-                        }
+                        print_registered(e, args.json)?;
                     }
                     Answer::Ok(Value::Null)
                 }
@@ -499,10 +445,7 @@ pub async fn documents(remote: &Remote, command: DocumentsCommand) -> Result<Exi
                 .await?
             {
                 Answer::Ok(v) => {
-                    output::line(&format!(
-                        "{} v{} requested; the documents exporter renders it",
-                        args.document, v["version"]
-                    ))?;
+                    print_correction(&args.document, &v["version"])?;
                     Answer::Ok(Value::Null)
                 }
                 rejected => rejected,

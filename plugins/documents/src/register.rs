@@ -327,8 +327,9 @@ pub async fn register(store: &Store, year: i32) -> Result<Vec<Registered>, Regis
     Ok(out)
 }
 
-/// A case's documents: each version with its draft and numbered files.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A case's documents: each version with its draft and numbered files (also as the daemon's API
+/// lists them, which adds download links that reading leaves out).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct DocumentVersion {
     pub document: String,
     pub kind: String,

@@ -21,6 +21,7 @@ use giamsat_cases::LoadedCase;
 use giamsat_engine::{
     AppliedEffect, CalendarDecl, CalendarMethod, CaseEventData, NotificationDecl, Workflow,
 };
+use giamsat_notifications::ics;
 use serde_json::Value;
 
 use super::{PageError, Pages, User, view};
@@ -218,44 +219,6 @@ pub(crate) fn entries(
     out
 }
 
-/// A TEXT value: backslash, semicolon, comma and newlines escaped, other controls dropped.
-fn ics_text(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let mut chars = value.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            ';' => out.push_str("\\;"),
-            ',' => out.push_str("\\,"),
-            '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                out.push_str("\\n");
-            }
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A content line folded at 75 octets (never inside a UTF-8 character), ending in CRLF.
-fn fold(line: &str, out: &mut String) {
-    let mut width = 0;
-    for c in line.chars() {
-        let n = c.len_utf8();
-        if width + n > 75 {
-            out.push_str("\r\n ");
-            width = 1;
-        }
-        out.push(c);
-        width += n;
-    }
-    out.push_str("\r\n");
-}
-
 fn utc(t: DateTime<Utc>) -> String {
     t.format("%Y%m%dT%H%M%SZ").to_string()
 }
@@ -268,7 +231,7 @@ pub(crate) fn calendar(name: &str, entries: &[&Entry], stamp: DateTime<Utc>) -> 
         "PRODID:-//giamsat//pages//VI".to_owned(),
         "CALSCALE:GREGORIAN".to_owned(),
         "METHOD:PUBLISH".to_owned(),
-        format!("X-WR-CALNAME:{}", ics_text(name)),
+        format!("X-WR-CALNAME:{}", ics::text(name)),
     ];
     for e in entries {
         lines.push("BEGIN:VEVENT".to_owned());
@@ -277,9 +240,9 @@ pub(crate) fn calendar(name: &str, entries: &[&Entry], stamp: DateTime<Utc>) -> 
         lines.push(format!("DTSTART:{}", utc(e.start)));
         lines.push(format!("DTEND:{}", utc(e.end)));
         lines.push(format!("SEQUENCE:{}", e.sequence));
-        lines.push(format!("SUMMARY:{}", ics_text(&e.summary)));
+        lines.push(format!("SUMMARY:{}", ics::text(&e.summary)));
         if let Some(place) = &e.place {
-            lines.push(format!("LOCATION:{}", ics_text(place)));
+            lines.push(format!("LOCATION:{}", ics::text(place)));
         }
         let mut notes = Vec::new();
         if let Some(previous) = &e.previous_date {
@@ -295,7 +258,7 @@ pub(crate) fn calendar(name: &str, entries: &[&Entry], stamp: DateTime<Utc>) -> 
             notes.push(format!("Lý do hủy: {reason}"));
         }
         if !notes.is_empty() {
-            lines.push(format!("DESCRIPTION:{}", ics_text(&notes.join("\n"))));
+            lines.push(format!("DESCRIPTION:{}", ics::text(&notes.join("\n"))));
         }
         lines.push(format!(
             "STATUS:{}",
@@ -309,11 +272,7 @@ pub(crate) fn calendar(name: &str, entries: &[&Entry], stamp: DateTime<Utc>) -> 
         lines.push("END:VEVENT".to_owned());
     }
     lines.push("END:VCALENDAR".to_owned());
-    let mut out = String::new();
-    for line in lines {
-        fold(&line, &mut out);
-    }
-    out
+    lines.iter().map(|l| ics::fold(l)).collect()
 }
 
 fn ics_response(file_name: &str, body: String) -> Response {
